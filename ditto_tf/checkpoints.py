@@ -1,0 +1,47 @@
+"""Checkpoints that resume: one `tf.train.CheckpointManager` per phase, with the step inside."""
+
+from __future__ import annotations
+
+import pathlib
+
+import tensorflow as tf
+
+from ditto_tf.errors import UserError
+
+
+class Checkpointer:
+    """Saves and restores `trackables` (Keras models, optimizers, variables) with a step counter.
+
+    Build every model and optimizer (their variables must exist) before `restore()`: restoring
+    into unbuilt Keras objects silently loads nothing. The manager writes the checkpoint files
+    first and updates its index file atomically last, so a kill mid-save leaves the previous
+    checkpoint as the latest.
+    """
+
+    def __init__(self, directory: str | pathlib.Path, max_to_keep: int = 10, **trackables):
+        self.directory = pathlib.Path(directory)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self._checkpoint = tf.train.Checkpoint(step=self.step, **trackables)
+        self.manager = tf.train.CheckpointManager(self._checkpoint, str(self.directory), max_to_keep)
+
+    def restore(self) -> int:
+        """Restore the latest checkpoint if there is one; returns the step (0 for a fresh run)."""
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            return 0
+        try:
+            self._checkpoint.restore(latest).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"{latest}: checkpoint cannot be restored ({first})") from None
+        return int(self.step.numpy())
+
+    def save(self, step: int) -> str:
+        """Save at `step`; keeps the newest `max_to_keep` checkpoints."""
+        self.step.assign(step)
+        return self.manager.save(checkpoint_number=step)
+
+    @property
+    def checkpoints(self) -> list[str]:
+        """Paths of the kept checkpoints, oldest first."""
+        return list(self.manager.checkpoints)

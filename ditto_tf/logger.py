@@ -1,0 +1,77 @@
+"""Metrics to the terminal, `metrics.jsonl` and TensorBoard, as DreamerV2 does."""
+
+from __future__ import annotations
+
+import io
+import json
+import pathlib
+from typing import Any, Mapping
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+
+class Logger:
+    """Collects scalars and videos, then writes them at a step.
+
+    Scalars go to `<logdir>/metrics.jsonl` (one JSON object per write, with `step`) and to
+    TensorBoard event files under `<logdir>/<subdir>`; videos go to TensorBoard as GIFs.
+    """
+
+    def __init__(self, logdir: str | pathlib.Path, subdir: str = ""):
+        self.logdir = pathlib.Path(logdir)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self._writer = tf.summary.create_file_writer(str(self.logdir / subdir) if subdir else str(self.logdir))
+        self._scalars: dict[str, float] = {}
+        self._videos: dict[str, np.ndarray] = {}
+
+    def scalar(self, name: str, value: Any) -> None:
+        self._scalars[name] = float(np.asarray(value))
+
+    def scalars(self, values: Mapping[str, Any], prefix: str = "") -> None:
+        for name, value in values.items():
+            self.scalar(f"{prefix}{name}", value)
+
+    def video(self, name: str, frames: np.ndarray) -> None:
+        """`frames`: (T, H, W, C) uint8 or float in [0, 1]."""
+        self._videos[name] = np.asarray(frames)
+
+    def write(self, step: int) -> dict[str, float]:
+        """Flush everything collected since the last write; returns the scalars written."""
+        scalars, self._scalars = self._scalars, {}
+        videos, self._videos = self._videos, {}
+        if scalars:
+            with (self.logdir / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps({"step": int(step), **scalars}) + "\n")
+        with self._writer.as_default(step=int(step)):
+            for name, value in scalars.items():
+                tf.summary.scalar(name, value)
+            for name, frames in videos.items():
+                _write_gif_summary(name, frames, int(step))
+        self._writer.flush()
+        return scalars
+
+
+def encode_gif(frames: np.ndarray, fps: int = 10) -> bytes:
+    """Encode (T, H, W, C) frames as an animated GIF with Pillow."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:
+        frames = (np.clip(frames, 0, 1) * 255).astype(np.uint8)
+    if frames.shape[-1] == 1:
+        frames = frames[..., 0]
+    images = [Image.fromarray(frame) for frame in frames]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:],
+                   duration=int(1000 / fps), loop=0)
+    return buffer.getvalue()
+
+
+def _write_gif_summary(name: str, frames: np.ndarray, step: int) -> None:
+    """A TensorBoard image summary holding a GIF: TensorBoard plays it as a video."""
+    _, height, width, channels = np.asarray(frames).shape
+    summary = tf.compat.v1.Summary()
+    image = tf.compat.v1.Summary.Image(height=height, width=width, colorspace=1 if channels == 1 else 3)
+    image.encoded_image_string = encode_gif(frames)
+    summary.value.add(tag=name, image=image)
+    tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step)

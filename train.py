@@ -1,0 +1,80 @@
+"""Run the DITTO pipeline, or one phase of it.
+
+    python train.py --configs atari beamrider --logdir logs/beamrider
+    python train.py --configs cartpole small --logdir logs/cartpole --phase world_model
+    python train.py --configs cartpole small --logdir logs/cartpole --world_model.steps 2e4
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pathlib
+import sys
+from typing import Callable, Sequence
+
+from ditto_tf.config import Config, config_names, load_config
+from ditto_tf.errors import UserError
+
+# phase -> "module:function" taking (config, logdir); None marks a phase not built yet.
+PHASES: dict[str, str | None] = {
+    "collect": None,
+    "world_model": None,
+    "ditto": None,
+    "dgail": None,
+    "dbc": None,
+    "bc": None,
+}
+PIPELINE = ["collect", "world_model", "ditto", "dgail", "dbc", "bc"]
+
+
+def phase_function(phase: str) -> Callable[[Config, pathlib.Path], None]:
+    """Import the function that runs `phase`; a phase not built yet is a one-line error."""
+    target = PHASES[phase]
+    if target is None:
+        raise UserError(f"phase {phase!r} is not built yet")
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    try:
+        names = ", ".join(config_names())
+    except UserError as e:
+        names = f"(unreadable: {e})"
+    parser = argparse.ArgumentParser(
+        description="Train DITTO and its baselines (D-GAIL, D-BC, pixel BC) offline.",
+        epilog=f"config names: {names}. Any config key can be overridden with --key.sub value.",
+    )
+    parser.add_argument("--configs", nargs="+", default=[], help="named config blocks, merged in order")
+    parser.add_argument("--logdir", required=True, help="run directory (resumed if it exists)")
+    parser.add_argument(
+        "--phase", default="all", choices=[*PIPELINE, "all"],
+        help="one stage of the pipeline, or all of them in order",
+    )
+    return parser.parse_known_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config = load_config(args.configs, overrides)
+        logdir = pathlib.Path(args.logdir).expanduser()
+        phases = PIPELINE if args.phase == "all" else [args.phase]
+        functions = [phase_function(p) for p in phases] if args.phase != "all" else None
+        logdir.mkdir(parents=True, exist_ok=True)
+        config.save(logdir / "config.yaml")
+        for index, phase in enumerate(phases):
+            function = functions[index] if functions else phase_function(phase)
+            function(config, logdir)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
