@@ -1,0 +1,47 @@
+"""Shared pytest fixtures: a tiny real config and the optional local RL Zoo folder.
+
+The zoo folder (real RL Zoo agents, not shipped with the project) is found through the
+environment variable DITTO_ZOO or at `../shared/zoo` beside the repository; tests that need it
+use the `zoo_dir` fixture (or `requires_zoo`) and are skipped with a clear reason when absent.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from ditto_tf.config import Config, load_config  # noqa: E402
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def find_zoo() -> pathlib.Path | None:
+    """The local RL Zoo folder (DITTO_ZOO, else ../shared/zoo), or None when absent."""
+    candidate = os.environ.get("DITTO_ZOO")
+    path = pathlib.Path(candidate).expanduser() if candidate else REPO_ROOT.parent / "shared" / "zoo"
+    return path if path.is_dir() else None
+
+
+ZOO_DIR = find_zoo()
+requires_zoo = pytest.mark.skipif(
+    ZOO_DIR is None,
+    reason="local RL Zoo folder not found: set DITTO_ZOO or place it at ../shared/zoo",
+)
+
+
+@pytest.fixture
+def tiny_config() -> Config:
+    """The `debug` config block: tiny sizes and counts, real components."""
+    return load_config(["debug"])
+
+
+@pytest.fixture
+def zoo_dir() -> pathlib.Path:
+    """Path of the local RL Zoo folder; skips the test when it is absent."""
+    if ZOO_DIR is None:
+        pytest.skip("local RL Zoo folder not found: set DITTO_ZOO or place it at ../shared/zoo")
+    return ZOO_DIR
