@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) imports the repo too
+    sys.path.insert(0, str(REPO_ROOT))
 
 import pytest  # noqa: E402
 
 from ditto_tf.config import Config, load_config  # noqa: E402
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def find_zoo() -> pathlib.Path | None:
