@@ -1,0 +1,386 @@
+"""Phase `collect`: record world-model and expert episodes as the world model will see them.
+
+    python train.py --configs cartpole small --logdir DIR --phase collect --expert.folder ZOO
+
+Writes, under `DIR/data/`:
+
+    wm/*.npz             data.wm_episodes episodes of data.wm_policy
+                         (expert | random | epsilon | another zoo algo such as a2c)
+    expert/train/*.npz   data.expert_train expert episodes (N_E)
+    expert/val/*.npz     data.expert_val held-out expert episodes
+    manifest.jsonl       one line per episode: set, index, file, agent, seed, return, length
+    summary.json         per-set return mean +- std; `expert` is the normaliser of every result
+
+Each episode is a full game to the env's real end (Atari: game over, unclipped score). The
+expert acts on its own observation pipeline (`expert.act(env)` reads `env.native_obs`); we
+record the env's pixel frames. Episode i of a set is seeded from (config.seed, set, i), so a
+second run tops every set up to the requested count without redoing or duplicating episodes;
+each file appears atomically, so a kill loses at most the episode in progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import pathlib
+import time
+import zipfile
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import tqdm
+
+from ditto_tf import envs
+from ditto_tf.data import episodes
+from ditto_tf.errors import UserError
+from ditto_tf.files import atomic_write_text
+
+# set name -> (directory under LOGDIR/data, seed stream id). The ids keep seeds of different
+# sets apart; never renumber them or resumed datasets get different seeds.
+SETS = {"wm": ("wm", 0), "expert_train": ("expert/train", 1), "expert_val": ("expert/val", 2)}
+Policy = Callable[[envs.Env, np.random.Generator], Any]
+
+
+def episode_seed(seed: int, name: str, index: int) -> int:
+    """The seed of episode `index` of set `name`: a pure function of its arguments."""
+    return int(np.random.SeedSequence([int(seed), SETS[name][1], int(index)]).generate_state(1)[0])
+
+
+def data_dir(logdir: str | pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(logdir) / "data"
+
+
+def set_dir(logdir: str | pathlib.Path, name: str) -> pathlib.Path:
+    """Directory of set `name` (wm, expert_train, expert_val) in `logdir`."""
+    return data_dir(logdir) / SETS[name][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Policies
+
+
+def random_policy(env: envs.Env, rng: np.random.Generator) -> Any:
+    """A uniform random action from the episode's generator (reproducible per episode)."""
+    space = env.act_space
+    if env.discrete:
+        return int(rng.integers(space.n))
+    low = np.where(np.isfinite(space.low), space.low, -1.0)
+    high = np.where(np.isfinite(space.high), space.high, 1.0)
+    return rng.uniform(low, high).astype(np.float32)
+
+
+def expert_policy(expert: Any, epsilon: float = 0.0) -> Policy:
+    """The expert's action, replaced by a random one with probability `epsilon`.
+
+    The expert is asked every step even when its action is replaced: it builds its own
+    observation (frame stack, normalisation) from `env.native_obs` and must see every frame.
+    """
+
+    def policy(env: envs.Env, rng: np.random.Generator) -> Any:
+        action = expert.act(env)
+        if epsilon > 0 and rng.random() < epsilon:
+            return random_policy(env, rng)
+        return action
+
+    return policy
+
+
+def _reset_expert(expert: Any, seed: int) -> None:
+    """Reset the expert's episode state; seed its sampling when it supports that."""
+    try:
+        expert.reset(seed=seed)
+    except TypeError:
+        expert.reset()
+        with contextlib.suppress(ImportError):
+            import torch  # zoo agents sample actions from torch's global generator
+
+            torch.manual_seed(seed)
+
+
+def _check_actions(expert: Any, env: envs.Env, who: str) -> None:
+    """A one-line error when the expert's action space does not match the env's."""
+    space = getattr(expert, "action_space", None)
+    if space is None:
+        return
+    same_kind = (getattr(space, "n", None) is not None) == env.discrete
+    if env.discrete:
+        same = same_kind and int(space.n) == int(env.act_space.n)
+    else:
+        same = same_kind and tuple(space.shape) == tuple(env.act_space.shape)
+    if not same:
+        raise UserError(f"{who}: expert action space {space} does not match the env "
+                        f"{env.env_id} action space {env.act_space}")
+
+
+def build_policies(config: Any, env: envs.Env) -> dict[str, tuple[str, Policy, Any]]:
+    """{set name: (agent label, policy, expert or None)}; loads every expert before any write."""
+
+    def load_expert(config: Any, algo: str | None = None) -> Any:
+        from ditto_tf.experts import load_expert as load  # torch and the zoo: only when needed
+
+        return load(config, algo=algo)
+
+    needed = config.data.expert_train + config.data.expert_val > 0
+    wm = str(config.data.wm_policy)
+    expert = None
+    if needed or wm in ("expert", "epsilon") or wm == config.expert.algo:
+        expert = load_expert(config)
+        _check_actions(expert, env, f"expert {config.expert.algo} {config.expert.env_id}")
+    label = f"{config.expert.algo}:{config.expert.source}"
+    if wm == "random":
+        wm_entry: tuple[str, Policy, Any] = ("random", random_policy, None)
+    elif wm in ("expert", config.expert.algo):
+        wm_entry = (label, expert_policy(expert), expert)
+    elif wm == "epsilon":
+        eps = float(config.data.wm_epsilon)
+        if not 0.0 <= eps <= 1.0:
+            raise UserError(f"data.wm_epsilon: {eps} is not a probability in [0, 1]")
+        wm_entry = (f"{label}+eps{eps:g}", expert_policy(expert, eps), expert)
+    else:  # another algorithm from the same source, e.g. a2c
+        other = load_expert(config, algo=wm)
+        _check_actions(other, env, f"data.wm_policy {wm} ({config.expert.env_id})")
+        wm_entry = (f"{wm}:{config.expert.source}", expert_policy(other), other)
+    expert_entry = (label, expert_policy(expert), expert)
+    return {"wm": wm_entry, "expert_train": expert_entry, "expert_val": expert_entry}
+
+
+# ----------------------------------------------------------------------------------------------
+# Rollouts
+
+
+def rollout(env: envs.Env, policy: Policy, seed: int, expert: Any = None,
+            on_step: Callable[[], None] | None = None) -> dict[str, np.ndarray]:
+    """One full episode in DreamerV2 layout (action[t] led to image[t], zeros at t=0)."""
+    rng = np.random.default_rng(seed)
+    obs = env.reset(seed=seed)
+    if expert is not None:
+        _reset_expert(expert, seed)
+    steps = [obs]
+    actions = [np.zeros(env.action_size, np.float32)]
+    while not obs["is_last"]:
+        action = policy(env, rng)
+        obs = env.step(action)
+        steps.append(obs)
+        actions.append(env.action_vector(action))
+        if on_step is not None:
+            on_step()
+    episode = {key: np.stack([s[key] for s in steps]) for key in steps[0]}
+    episode["action"] = np.stack(actions)
+    return episode
+
+
+# ----------------------------------------------------------------------------------------------
+# Manifest and summary
+
+
+def _image_header(path: pathlib.Path) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and dtype of an episode's images, read from the .npy header (no decompression)."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("image.npy") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+        return tuple(shape), np.dtype(dtype)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def _check_existing(paths: list[pathlib.Path], env: envs.Env) -> None:
+    """Refuse to top up a set recorded with other image settings (size, grayscale)."""
+    if not paths:
+        return
+    header = _image_header(paths[-1])
+    expected = env.obs_space["image"].shape
+    if header is not None and header[0][1:] != expected:
+        raise UserError(f"{paths[-1]}: holds {header[0][1:]} images but env.size/env.grayscale "
+                        f"give {expected}; use another --logdir or the same settings")
+
+
+def _stats(returns: list[float]) -> dict[str, float]:
+    values = np.asarray(returns, np.float64)
+    if not len(values):
+        return {"episodes": 0}
+    return {"episodes": int(len(values)), "mean": float(values.mean()), "std": float(values.std()),
+            "min": float(values.min()), "max": float(values.max())}
+
+
+class Manifest:
+    """`manifest.jsonl` (one line per episode on disk) and `summary.json`, rewritten atomically.
+
+    Entries of earlier runs are kept as written; an episode file without an entry (a kill
+    between the episode write and the manifest write) gets one rebuilt from the file and the
+    deterministic seed.
+    """
+
+    def __init__(self, logdir: str | pathlib.Path, config: Any):
+        self.root = data_dir(logdir)
+        self.path = self.root / "manifest.jsonl"
+        self.config = config
+        self.entries: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            for number, line in enumerate(self.path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                    self.entries[entry["file"]] = entry
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise UserError(f"{self.path}:{number}: not a manifest line: {line[:60]!r}") from None
+
+    def add(self, name: str, path: pathlib.Path, agent: str, seed: int,
+            ret: float | None = None) -> None:
+        relative = path.relative_to(self.root).as_posix()
+        if ret is None:
+            ret = episodes.episode_info(path).score
+        index, length = episodes.parse_name(path)
+        self.entries[relative] = {"set": name, "index": index, "file": relative, "agent": agent,
+                                  "seed": seed, "return": float(ret), "length": length}
+
+    def sync(self, name: str, paths: list[pathlib.Path], agent: str) -> None:
+        """Keep entries of the files in `paths`; add missing ones; drop entries of gone files."""
+        prefix = SETS[name][0] + "/"
+        present = {p.relative_to(self.root).as_posix(): p for p in paths}
+        for key in [k for k in self.entries if k.startswith(prefix) and k not in present]:
+            del self.entries[key]
+        for key, path in present.items():
+            if key not in self.entries:
+                index = episodes.parse_name(path)[0] or 0
+                self.add(name, path, agent, episode_seed(self.config.seed, name, index))
+
+    def returns(self, *names: str) -> list[float]:
+        return [e["return"] for e in self._sorted() if e["set"] in names]
+
+    def _sorted(self) -> list[dict[str, Any]]:
+        order = {name: i for i, name in enumerate(SETS)}
+        return sorted(self.entries.values(), key=lambda e: (order.get(e["set"], 9), e["index"] or 0))
+
+    def summary(self) -> dict[str, Any]:
+        summary: dict[str, Any] = {name: _stats(self.returns(name)) for name in SETS}
+        summary["expert"] = _stats(self.returns("expert_train", "expert_val"))
+        summary["expert"]["agent"] = f"{self.config.expert.algo}:{self.config.expert.source}"
+        summary["task"] = self.config.task
+        summary["wm_policy"] = self.config.data.wm_policy
+        return summary
+
+    def write(self) -> dict[str, Any]:
+        lines = "".join(json.dumps(e) + "\n" for e in self._sorted())
+        atomic_write_text(self.path, lines)
+        summary = self.summary()
+        atomic_write_text(self.root / "summary.json", json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+def load_summary(logdir: str | pathlib.Path) -> dict[str, Any]:
+    """The collect summary of `logdir` (expert return mean/std is the normaliser)."""
+    path = data_dir(logdir) / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run --phase collect first") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# The phase
+
+
+@contextlib.contextmanager
+def _exclusive(root: pathlib.Path) -> Iterator[None]:
+    """One collector per logdir: two would write the same episode indices."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".collect.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{root}: another collect is running on this logdir") from None
+        yield
+
+
+def _remove_stale_temps(directory: pathlib.Path) -> None:
+    """Temp files of writes a kill interrupted (`.<name>.<random>.tmp`); never final files."""
+    if directory.is_dir():
+        for path in directory.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+
+
+def run(config: Any, logdir: str | pathlib.Path) -> dict[str, Any]:
+    """Collect (or top up) every set, then print and return the summary."""
+    counts = {"wm": int(config.data.wm_episodes), "expert_train": int(config.data.expert_train),
+              "expert_val": int(config.data.expert_val)}
+    for key, count in zip(("wm_episodes", "expert_train", "expert_val"), counts.values()):
+        if count < 0:
+            raise UserError(f"data.{key}: {count} is negative")
+    # Everything that can fail on bad input (env id, expert folder/zip/hub, action spaces)
+    # happens here, before the first file is written.
+    env = envs.make_env(config, seed=int(config.seed))
+    policies = build_policies(config, env)
+    root = data_dir(logdir)
+    existing = {name: episodes.list_episodes(set_dir(logdir, name), skip_corrupt=False)
+                for name in SETS}
+    for paths in existing.values():
+        _check_existing(paths, env)
+
+    with _exclusive(root):
+        manifest = Manifest(logdir, config)
+        for name in SETS:
+            _remove_stale_temps(set_dir(logdir, name))
+            manifest.sync(name, existing[name], policies[name][0])
+        _remove_stale_temps(root)
+        manifest.write()
+        for name, count in counts.items():
+            _collect_set(config, logdir, env, name, count, policies[name], manifest)
+        summary = manifest.write()
+    env.close()
+    expert = summary["expert"]
+    if expert["episodes"]:
+        print(f"expert {expert['agent']} on {config.task}: return {expert['mean']:.2f} +- "
+              f"{expert['std']:.2f} over {expert['episodes']} episodes "
+              f"(summary in {root / 'summary.json'})")
+    wm = summary["wm"]
+    if wm["episodes"]:
+        print(f"wm data ({config.data.wm_policy}): return {wm['mean']:.2f} +- {wm['std']:.2f} "
+              f"over {wm['episodes']} episodes")
+    return summary
+
+
+def _collect_set(config: Any, logdir: str | pathlib.Path, env: envs.Env, name: str, count: int,
+                 entry: tuple[str, Policy, Any], manifest: Manifest) -> None:
+    """Record the episodes of set `name` whose index in [0, count) has no file yet."""
+    directory = set_dir(logdir, name)
+    done = {episodes.parse_name(p)[0] for p in episodes.list_episodes(directory)}
+    missing = [i for i in range(count) if i not in done]
+    if not missing:
+        return
+    agent, policy, expert = entry
+    returns = manifest.returns(name)
+    bar = tqdm.tqdm(total=count, initial=count - len(missing), desc=f"collect {SETS[name][0]}",
+                    unit="ep", dynamic_ncols=True)
+    steps, start = 0, time.perf_counter()
+
+    def postfix() -> None:
+        rate = steps / max(time.perf_counter() - start, 1e-9)
+        mean = f"{np.mean(returns):.1f}" if returns else "-"
+        bar.set_postfix_str(f"return {mean}, {rate:.0f} steps/s", refresh=True)
+
+    def on_step() -> None:
+        nonlocal steps
+        steps += 1
+        if steps % 1000 == 0:
+            postfix()
+
+    try:
+        for index in missing:
+            seed = episode_seed(config.seed, name, index)
+            episode = rollout(env, policy, seed, expert, on_step)
+            steps += 1  # the reset frame
+            path = episodes.save_episode(directory, episode, index)
+            ret = float(np.sum(episode["reward"], dtype=np.float64))
+            manifest.add(name, path, agent, seed, ret)
+            manifest.write()
+            returns.append(ret)
+            bar.update(1)
+            postfix()
+    finally:
+        bar.close()
