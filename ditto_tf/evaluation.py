@@ -1,0 +1,461 @@
+"""Evaluation protocol (paper section 4): true-env returns of the last K agent checkpoints.
+
+Protocol (Agarwal et al. 2021, as the paper reports it): for each agent, the last
+`eval.checkpoints` (K, default 10) checkpoints, each playing `eval.episodes` (E, default 20)
+rollouts in the real environment, vectorised over `eval.envs` envs; Atari games are played to the
+real game over with the unclipped score. The reported return is the mean over all K x E rollouts.
+
+Standard error (our choice, documented): the SE of the K per-checkpoint means,
+`std(m_1..m_K, ddof=1) / sqrt(K)`. Rollouts of one checkpoint share its policy and are not
+independent samples of "the agent"; the checkpoints (gradient steps) are, which is what the
+paper's "mean across 10 gradient steps with 20 validation simulations" averages over. When several
+seeds of one setting are aggregated, the per-checkpoint means of all seeds are pooled (K x seeds
+units). The SE over all K x E rollouts as if independent (`se_rollouts`) is kept in the CSV.
+
+Random-policy and expert scores are measured with the same protocol in the same env (K x E
+rollouts) and cached in `LOGDIR/eval/reference.json`; per-checkpoint results are cached in
+`LOGDIR/eval/<agent>/ckpt-<step>.json`, so a re-run only plays the checkpoints not done yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import warnings
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ditto_tf.config import Config
+from ditto_tf.errors import UserError
+from ditto_tf.runs import (AGENTS, Run, find_runs, checkpoint_signature, checkpoint_step, env_signature,
+                           list_checkpoints, offline_summary, read_json, write_json)
+
+EVAL_SEED = 10**6                           # eval env seeds are disjoint from collection seeds
+
+
+# ----------------------------------------------------------------------------- statistics
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """Mean and standard error of a K x E (checkpoints x rollouts) table of returns."""
+
+    mean: float
+    se: float              # SE of the per-checkpoint means (see module docstring)
+    se_rollouts: float     # SE over all rollouts as if independent
+    checkpoints: int
+    episodes: int          # total rollouts
+
+    def normalized(self, random: float, expert: float) -> tuple[float, float]:
+        """(score, se) on the expert-normalised scale (R - random) / (expert - random)."""
+        gap = expert - random
+        if not np.isfinite(gap) or gap == 0:
+            return math.nan, math.nan
+        return (self.mean - random) / gap, self.se / abs(gap)
+
+
+def _se(values: np.ndarray) -> float:
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else math.nan
+
+
+def summarize(returns: Sequence[Sequence[float]]) -> Score:
+    """Score of `returns[k][e]`: rollout e of checkpoint k (rows may differ in length).
+
+    mean: over all rollouts. se: SE of the per-checkpoint means; with a single checkpoint it
+    falls back to the SE over its rollouts (the only spread there is).
+    """
+    rows = [np.asarray(r, np.float64) for r in returns if len(r)]
+    if not rows:
+        raise ValueError("summarize: no returns")
+    flat = np.concatenate(rows)
+    means = np.array([r.mean() for r in rows])
+    se = _se(means) if len(rows) > 1 else _se(flat)
+    return Score(float(flat.mean()), se, _se(flat), len(rows), len(flat))
+
+
+def normalize(value: float, random: float, expert: float) -> float:
+    """Expert-normalised score: 0 is the random policy, 1 the expert; NaN if they tie."""
+    gap = expert - random
+    return (value - random) / gap if np.isfinite(gap) and gap != 0 else math.nan
+
+
+# ----------------------------------------------------------------------------- rollouts
+
+Actor = Callable[[dict[str, np.ndarray]], Sequence[Any]]
+"""Maps a batch of observation dicts (one row per env, `is_first` marking new episodes) to one
+env action per env."""
+
+
+def quotas(episodes: int, envs: int) -> list[int]:
+    """Episodes per env: fixed up front, so that short episodes are not over-represented (stopping
+    a vectorised run at the first `episodes` finished episodes would favour short ones)."""
+    return [episodes // envs + (i < episodes % envs) for i in range(min(envs, episodes))]
+
+
+def rollout(envs: Sequence[Any], actor: Actor, episodes: int,
+            progress: Any = None) -> tuple[list[float], list[int]]:
+    """Play `episodes` full episodes on `envs` in lock step; returns (returns, lengths).
+
+    Results are ordered by env, then by episode, so they are a function of the env seeds and the
+    actor alone. Rewards are summed as the env gives them (Atari: unclipped game score).
+    """
+    from ditto_tf.envs import VecEnv
+
+    plan = quotas(episodes, len(envs))
+    envs = list(envs)[:len(plan)]
+    obs = [env.reset() for env in envs]
+    done = [0] * len(envs)
+    totals, steps = np.zeros(len(envs)), np.zeros(len(envs), np.int64)
+    results: list[list[tuple[float, int]]] = [[] for _ in envs]
+    while any(d < q for d, q in zip(done, plan)):
+        actions = actor(VecEnv.stack(obs))
+        for i, env in enumerate(envs):
+            if done[i] >= plan[i]:
+                continue  # finished envs keep their last obs; their action is ignored
+            obs[i] = env.step(actions[i])
+            totals[i] += float(obs[i]["reward"])
+            steps[i] += 1
+            if obs[i]["is_last"]:
+                results[i].append((float(totals[i]), int(steps[i])))
+                done[i] += 1
+                totals[i], steps[i] = 0.0, 0
+                if progress is not None:
+                    progress.update(1)
+                if done[i] < plan[i]:
+                    obs[i] = env.reset()
+    flat = [pair for per_env in results for pair in per_env]
+    return [r for r, _ in flat], [n for _, n in flat]
+
+
+class RandomActor:
+    """Uniformly random actions (an index for discrete spaces, a uniform Box sample otherwise)."""
+
+    def __init__(self, act_space: Any, seed: int):
+        self.space, self.rng = act_space, np.random.default_rng(seed)
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> list[Any]:
+        count = len(obs["is_first"])
+        if hasattr(self.space, "n"):
+            return list(self.rng.integers(0, int(self.space.n), count))
+        low, high = self.space.low, self.space.high
+        return [self.rng.uniform(low, high).astype(np.float32) for _ in range(count)]
+
+
+class ExpertActor:
+    """One expert per env: the expert acts on that env's native observation (`expert.act(env)`)."""
+
+    def __init__(self, envs: Sequence[Any], experts: Sequence[Any]):
+        self.envs, self.experts = list(envs), list(experts)
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> list[Any]:
+        actions = []
+        for i, (env, expert) in enumerate(zip(self.envs, self.experts)):
+            if obs["is_first"][i]:
+                expert.reset()
+            actions.append(expert.act(env))
+        return actions
+
+
+def eval_seed(config: Config) -> int:
+    """First env seed of the evaluation envs (env i uses this + i), the same for every checkpoint
+    and agent of a run seed: common random numbers make agents' scores directly comparable."""
+    return EVAL_SEED + 1000 * int(config.seed)
+
+
+def eval_config(config: Config) -> Config:
+    """The run's env settings, but Atari always to the real game over (full games)."""
+    return config.update({"env.life_done": False})
+
+
+# ----------------------------------------------------------------------------- results
+
+@dataclasses.dataclass
+class RunResult:
+    """Everything evaluated about one agent of one run."""
+
+    run: Run
+    steps: list[int]                 # evaluated checkpoint steps, oldest first
+    returns: list[list[float]]       # returns[k][e]
+    lengths: list[list[int]]
+    random: list[float]              # reference rollouts in the same env
+    expert: list[float]
+    offline: dict[str, float]        # latent_distance, action_accuracy (end of training)
+
+    @property
+    def score(self) -> Score:
+        return summarize(self.returns)
+
+
+# ----------------------------------------------------------------------------- driver
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """Checkpoints x rollouts over how many envs; None takes the run's `eval.*` config keys."""
+
+    checkpoints: int | None = None
+    episodes: int | None = None
+    envs: int | None = None
+    reference_episodes: int | None = None   # None: checkpoints x episodes, as for the agents
+
+    def resolve(self, config: Config) -> "Protocol":
+        k = int(self.checkpoints or config.eval.checkpoints)
+        e = int(self.episodes or config.eval.episodes)
+        n = int(self.envs or config.eval.envs)
+        for key, value in (("checkpoints", k), ("episodes", e), ("envs", n)):
+            if value < 1:
+                raise UserError(f"eval.{key}: must be at least 1, got {value}")
+        return Protocol(k, e, n, int(self.reference_episodes or k * e))
+
+
+def _play(config: Config, protocol: Protocol, seed: int, episodes: int,
+          make_actor: Callable[[list[Any]], Actor], progress: Any) -> dict[str, Any]:
+    """Roll `episodes` episodes on `protocol.envs` fresh envs seeded seed, seed + 1, ..."""
+    from ditto_tf.envs import make_env
+
+    envs = [make_env(config, seed + i) for i in range(min(protocol.envs, episodes))]
+    try:
+        returns, lengths = rollout(envs, make_actor(envs), episodes, progress)
+    finally:
+        for env in envs:
+            env.close()
+    return {"returns": returns, "lengths": lengths}
+
+
+def _load_experts(config: Config, count: int) -> list[Any]:
+    from ditto_tf.experts import load_expert  # torch and the zoo: only when needed
+
+    return [load_expert(config) for _ in range(count)]
+
+
+def _manifest_expert(logdirs: Sequence[pathlib.Path]) -> dict[str, Any] | None:
+    """The collected expert episodes' returns (same env, real rollouts): the fallback normaliser
+    when the expert itself cannot be loaded at evaluation time."""
+    for logdir in logdirs:
+        rows = []
+        for line in _lines(logdir / "data" / "manifest.jsonl"):
+            if line.get("set") in ("expert_train", "expert_val") and "return" in line:
+                rows.append(line)
+        if rows:
+            return {"returns": [float(r["return"]) for r in rows],
+                    "lengths": [int(r.get("length", 0)) for r in rows], "source": "manifest"}
+    return None
+
+
+def _lines(path: pathlib.Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return [x for x in out if isinstance(x, dict)]
+
+
+class _References:
+    """Random and expert scores per env setting, cached in every logdir of that setting as
+    `eval/reference.json` (one measurement serves all runs of the env)."""
+
+    def __init__(self, config: Config, protocol: Protocol):
+        self.config, self.protocol = eval_config(config), protocol
+        self.key = {"env": env_signature(self.config), "episodes": protocol.reference_episodes,
+                    "envs": protocol.envs, "seed": EVAL_SEED}
+        self.logdirs: list[pathlib.Path] = []
+        self.data: dict[str, dict[str, Any]] = {}
+
+    def add(self, logdir: pathlib.Path) -> None:
+        if logdir in self.logdirs:
+            return
+        self.logdirs.append(logdir)
+        cached = read_json(logdir / "eval" / "reference.json") or {}
+        for who in ("random", "expert"):
+            entry = cached.get(who)
+            if who not in self.data and isinstance(entry, dict) and entry.get("key") == self.key:
+                self.data[who] = entry
+
+    @property
+    def pending(self) -> int:
+        return sum(self.protocol.reference_episodes for who in ("random", "expert")
+                   if who not in self.data)
+
+    def measure(self, progress: Any) -> None:
+        config, protocol, n = self.config, self.protocol, self.protocol.reference_episodes
+        if "random" not in self.data:
+            progress.set_description(f"random policy {config.task}")
+            self.data["random"] = _play(config, protocol, EVAL_SEED, n,
+                                        lambda envs: RandomActor(envs[0].act_space, EVAL_SEED),
+                                        progress)
+            self._save()
+        if "expert" not in self.data:
+            progress.set_description(f"expert {config.task}")
+            try:
+                experts = _load_experts(config, min(protocol.envs, n))
+            except UserError as e:
+                fallback = _manifest_expert(self.logdirs)
+                if fallback is None:
+                    raise
+                warnings.warn(f"expert not loadable ({e}); normalising by the collected expert "
+                              "episodes' returns (data/manifest.jsonl)", stacklevel=2)
+                progress.update(n)
+                self.data["expert"] = fallback
+            else:
+                self.data["expert"] = _play(config, protocol, EVAL_SEED, n,
+                                            lambda envs: ExpertActor(envs, experts), progress)
+            self._save()
+
+    def _save(self) -> None:
+        entries = {who: {**data, "key": self.key} for who, data in self.data.items()}
+        for logdir in self.logdirs:
+            write_json(logdir / "eval" / "reference.json", entries)
+        self.data = entries
+
+    def returns(self, who: str) -> list[float]:
+        return [float(x) for x in self.data[who]["returns"]]
+
+
+@dataclasses.dataclass
+class _Plan:
+    """One agent of one run: its checkpoints, what is cached and what is still to play."""
+
+    run: Run
+    protocol: Protocol
+    prefixes: list[str]
+    done: dict[str, dict[str, Any]]
+    references: _References
+
+    def key(self, prefix: str) -> dict[str, Any]:
+        return {"checkpoint": checkpoint_signature(prefix), "env": env_signature(eval_config(
+            self.run.config)), "episodes": self.protocol.episodes, "envs": self.protocol.envs,
+            "seed": eval_seed(self.run.config)}
+
+    def cache(self, prefix: str) -> pathlib.Path:
+        return self.run.cache_dir / f"{pathlib.Path(prefix).name}.json"
+
+    @property
+    def todo(self) -> list[str]:
+        return [p for p in self.prefixes if p not in self.done]
+
+
+def plan(runs: Sequence[Run], protocol: Protocol = Protocol()) -> list[_Plan]:
+    """Check every run's checkpoints and caches before any rollout (bad input fails fast)."""
+    references: dict[str, _References] = {}
+    plans = []
+    for run in runs:
+        resolved = protocol.resolve(run.config)
+        prefixes = list_checkpoints(run, resolved.checkpoints)
+        ref_key = (env_signature(eval_config(run.config)), resolved.reference_episodes, resolved.envs)
+        refs = references.setdefault(str(ref_key), _References(run.config, resolved))
+        refs.add(run.logdir)
+        item = _Plan(run, resolved, prefixes, {}, refs)
+        for prefix in prefixes:
+            data = read_json(item.cache(prefix))
+            if data is not None and data.get("key") == item.key(prefix):
+                item.done[prefix] = data
+        plans.append(item)
+    return plans
+
+
+def evaluate(runs: Sequence[Run], protocol: Protocol = Protocol(),
+             progress: bool = True) -> list[RunResult]:
+    """Play every agent's pending checkpoints (and the references) and return the results.
+
+    Finished checkpoints are read from their caches; a re-run after a kill resumes at the first
+    checkpoint not yet cached.
+    """
+    import tqdm
+
+    plans = plan(runs, protocol)
+    references = list({id(p.references): p.references for p in plans}.values())
+    total = sum(r.pending for r in references)
+    total += sum(len(p.todo) * p.protocol.episodes for p in plans)
+    with tqdm.tqdm(total=total, unit="episode", desc="evaluation", disable=not progress or not total,
+                   dynamic_ncols=True) as bar:
+        for refs in references:
+            refs.measure(bar)
+        for item in plans:
+            if not item.todo:
+                continue
+            policy = _policy_loader(item.run)
+            for prefix in item.todo:
+                bar.set_description(f"{item.run.name} {pathlib.Path(prefix).name}")
+                actor = policy(prefix)
+                data = _play(eval_config(item.run.config), item.protocol,
+                             eval_seed(item.run.config), item.protocol.episodes,
+                             lambda envs: actor, bar)
+                data.update(key=item.key(prefix), checkpoint=prefix, step=checkpoint_step(prefix))
+                write_json(item.cache(prefix), data)
+                item.done[prefix] = data
+    results = []
+    for item in plans:
+        steps = [checkpoint_step(p) for p in item.prefixes]
+        results.append(RunResult(
+            run=item.run, steps=steps,
+            returns=[[float(x) for x in item.done[p]["returns"]] for p in item.prefixes],
+            lengths=[[int(x) for x in item.done[p]["lengths"]] for p in item.prefixes],
+            random=item.references.returns("random"), expert=item.references.returns("expert"),
+            offline=offline_summary(item.run, from_step=steps[0])))
+    return results
+
+
+def _policy_loader(run: Run) -> Callable[[str], Actor]:
+    """Build the agent's policy once; return `prefix -> actor` restoring that checkpoint.
+
+    The policy acts from raw observation dicts batched over envs (encoder + RSSM posterior filter
+    + actor for the latent agents, the pixel CNN for BC), resetting its state at `is_first`.
+    """
+    from ditto_tf.agents import policy as policies
+
+    def load(prefix: str) -> Actor:
+        try:
+            return policies.load_policy(run.config, run.logdir, run.agent, checkpoint=prefix)
+        except UserError:
+            raise
+        except Exception as e:  # a damaged checkpoint file: name it, in one line
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"{prefix}: cannot load the {run.agent} policy ({first})") from None
+
+    return load
+
+
+# ----------------------------------------------------------------------------- entry points
+
+def report(logdirs: Sequence[str | pathlib.Path], out: str | pathlib.Path | None = None,
+           protocol: Protocol = Protocol(), agents: Sequence[str] = AGENTS,
+           progress: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Evaluate every agent in `logdirs`, print the markdown table, write the tables and plots
+    into `out` (default: LOGDIR/eval for one logdir); returns {rows, results, files}."""
+    from ditto_tf import plots  # matplotlib only when reporting
+
+    logdirs = [pathlib.Path(d).expanduser() for d in logdirs]
+    if not logdirs:
+        raise UserError("no run directory given")
+    out = pathlib.Path(out).expanduser() if out else default_out(logdirs)
+    results = evaluate(find_runs(logdirs, agents), protocol, progress)
+    rows = plots.aggregate(results)
+    files = plots.write_tables(rows, out) + plots.write_plots(results, rows, out)
+    echo(plots.markdown_table(rows))
+    echo(f"SE: standard error of the per-checkpoint means (see ditto_tf/evaluation.py)")
+    echo("wrote " + ", ".join(str(f) for f in files))
+    return {"rows": rows, "results": results, "files": files}
+
+
+def default_out(logdirs: Sequence[pathlib.Path]) -> pathlib.Path:
+    """LOGDIR/eval for one run; the runs' common parent + /eval for several."""
+    if len(logdirs) == 1:
+        return logdirs[0] / "eval"
+    common = pathlib.Path(os.path.commonpath([str(d.resolve()) for d in logdirs]))
+    if common == pathlib.Path(common.anchor):
+        raise UserError("the run directories share no parent folder; give --out DIR")
+    return common / "eval"
+
+
+def phase(config: Config, logdir: pathlib.Path) -> None:
+    """`train.py --phase evaluate`: evaluate every trained agent of `logdir` with `config.eval`."""
+    report([logdir], protocol=Protocol(config.eval.checkpoints, config.eval.episodes,
+                                       config.eval.envs))

@@ -1,0 +1,263 @@
+"""Results tables (markdown + CSV) and figures (paper Fig. 2, Fig. 3, the horizon ablation).
+
+All figures use matplotlib's Agg backend (no display needed) and are written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import pathlib
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ditto_tf.evaluation import summarize
+from ditto_tf.files import atomic_path, atomic_write_text
+from ditto_tf.runs import AGENTS, OFFLINE_KEYS, Run, offline_curves
+
+if TYPE_CHECKING:
+    from ditto_tf.evaluation import RunResult
+
+LABELS = {"ditto": "DITTO", "dgail": "D-GAIL", "dbc": "D-BC", "bc": "BC"}
+COLORS = {"ditto": "tab:red", "dgail": "tab:blue", "dbc": "tab:green", "bc": "tab:orange"}
+COLUMNS = ["env", "agent", "n_expert", "horizon", "seeds", "checkpoints", "episodes",
+           "return_mean", "return_se", "return_se_rollouts", "random", "expert", "normalized",
+           "normalized_se", "latent_distance", "action_accuracy", "dreamerv2_online", "logdirs"]
+
+
+def dreamerv2_score(task: str) -> float:
+    """DreamerV2's published final Atari score for `task` (online RL, sticky actions), if the
+    table in `ditto_tf.dreamerv2` is available; NaN otherwise."""
+    try:
+        from ditto_tf import dreamerv2
+    except Exception:  # optional module (another part of the project); absent or broken: no column
+        return math.nan
+    table = getattr(dreamerv2, "ATARI_SCORES", None) or getattr(dreamerv2, "REFERENCE_SCORES", None)
+    if not isinstance(table, dict) or not task.startswith("atari_"):
+        return math.nan
+    game = task[len("atari_"):]
+    for key, value in table.items():
+        if str(key).lower().replace("_", "") in (game.replace("_", ""), task.replace("_", "")):
+            return float(value)
+    return math.nan
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+def group_key(run: Run) -> tuple[str, str, int, int | None]:
+    """Runs that differ only by seed are aggregated together."""
+    return run.task, run.agent, run.n_expert, run.horizon
+
+
+def _sort_key(key: tuple[str, str, int, int | None]) -> tuple:
+    task, agent, n_expert, horizon = key
+    return task, AGENTS.index(agent), n_expert, horizon or 0
+
+
+def aggregate(results: Sequence["RunResult"]) -> list[dict[str, Any]]:
+    """One row per (env, agent, N_E, H): returns pooled over seeds (see ditto_tf.evaluation)."""
+    groups: dict[tuple, list["RunResult"]] = {}
+    for result in results:
+        groups.setdefault(group_key(result.run), []).append(result)
+    rows = []
+    for key in sorted(groups, key=_sort_key):
+        members = groups[key]
+        task, agent, n_expert, horizon = key
+        score = summarize([r for m in members for r in m.returns])
+        random = float(np.mean([x for m in members for x in m.random]))
+        expert = float(np.mean([x for m in members for x in m.expert]))
+        norm, norm_se = score.normalized(random, expert)
+        offline = {}
+        for name in OFFLINE_KEYS:
+            values = [m.offline[name] for m in members if name in m.offline]
+            offline[name] = float(np.mean(values)) if values else math.nan
+        rows.append({
+            "env": task, "agent": agent, "n_expert": n_expert,
+            "horizon": "" if horizon is None else horizon,
+            "seeds": len({m.run.seed for m in members}), "checkpoints": score.checkpoints,
+            "episodes": score.episodes, "return_mean": score.mean, "return_se": score.se,
+            "return_se_rollouts": score.se_rollouts, "random": random, "expert": expert,
+            "normalized": norm, "normalized_se": norm_se, **offline,
+            "dreamerv2_online": dreamerv2_score(task),
+            "logdirs": " ".join(sorted({str(m.run.logdir) for m in members})),
+        })
+    return rows
+
+
+# ----------------------------------------------------------------------------- tables
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The results as a GitHub markdown table (return and normalised score as mean ± SE)."""
+    dreamer = any(not math.isnan(r["dreamerv2_online"]) for r in rows)
+    header = ["env", "agent", "N_E", "H", "seeds", "ckpts x eps", "return", "expert-norm.",
+              "random", "expert", "L_d", "accuracy"]
+    if dreamer:
+        header.append("DreamerV2 (online RL, sticky)")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r["env"], LABELS.get(r["agent"], r["agent"]), str(r["n_expert"]),
+                 str(r["horizon"]) or "-", str(r["seeds"]), f"{r['checkpoints']} x "
+                 f"{r['episodes'] // max(1, r['checkpoints'])}",
+                 f"{_fmt(r['return_mean'])} ± {_fmt(r['return_se'])}",
+                 f"{_fmt(r['normalized'])} ± {_fmt(r['normalized_se'])}",
+                 _fmt(r["random"]), _fmt(r["expert"]), _fmt(r["latent_distance"], 3),
+                 _fmt(r["action_accuracy"], 3)]
+        if dreamer:
+            cells.append(_fmt(r["dreamerv2_online"], 1))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v)
+                         for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def write_tables(rows: Sequence[dict[str, Any]], out: pathlib.Path) -> list[pathlib.Path]:
+    """Write `results.md` and `results.csv` into `out`, atomically; returns their paths."""
+    paths = [out / "results.md", out / "results.csv"]
+    atomic_write_text(paths[0], markdown_table(rows))
+    atomic_write_text(paths[1], csv_text(rows))
+    return paths
+
+
+# ----------------------------------------------------------------------------- figures
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: pathlib.Path) -> pathlib.Path:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def _references(ax: Any, row: dict[str, Any]) -> None:
+    ax.axhline(row["expert"], color="black", ls="--", lw=1, label="expert")
+    ax.axhline(row["random"], color="gray", ls=":", lw=1, label="random")
+    if not math.isnan(row["dreamerv2_online"]):
+        ax.axhline(row["dreamerv2_online"], color="purple", ls="-.", lw=1,
+                   label="DreamerV2 (online RL, sticky actions)")
+
+
+def _line_label(agent: str, horizon: Any, horizons: set) -> str:
+    label = LABELS.get(agent, agent)
+    return f"{label} H={horizon}" if horizon != "" and len(horizons) > 1 else label
+
+
+def plot_return_vs_experts(rows: Sequence[dict[str, Any]], out: pathlib.Path) -> list[pathlib.Path]:
+    """Paper Fig. 3: true-env return against N_E per agent, ±1 SE shaded, one PNG per env."""
+    plt, paths = _pyplot(), []
+    for task in sorted({r["env"] for r in rows}):
+        mine = [r for r in rows if r["env"] == task]
+        horizons = {r["horizon"] for r in mine if r["horizon"] != ""}
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for agent in AGENTS:
+            for horizon in sorted({r["horizon"] for r in mine if r["agent"] == agent}, key=str):
+                line = sorted((r for r in mine if r["agent"] == agent and r["horizon"] == horizon),
+                              key=lambda r: r["n_expert"])
+                x = np.array([r["n_expert"] for r in line], float)
+                y = np.array([r["return_mean"] for r in line])
+                se = np.nan_to_num(np.array([r["return_se"] for r in line]))
+                ax.plot(x, y, marker="o", color=COLORS[agent], label=_line_label(agent, horizon, horizons))
+                ax.fill_between(x, y - se, y + se, color=COLORS[agent], alpha=0.2, lw=0)
+        _references(ax, mine[0])
+        if len({r["n_expert"] for r in mine}) > 1:
+            ax.set_xscale("log", base=2)
+        ax.set(xlabel="expert episodes $N_E$", ylabel="return (true env)", title=task)
+        ax.legend(fontsize=7)
+        paths.append(_save(fig, out / f"fig3_{task}.png"))
+    return paths
+
+
+def plot_horizon(rows: Sequence[dict[str, Any]], out: pathlib.Path) -> list[pathlib.Path]:
+    """Paper Fig. 4 (right): return against the training horizon H, for settings with several H."""
+    plt, paths = _pyplot(), []
+    for task in sorted({r["env"] for r in rows}):
+        for n_expert in sorted({r["n_expert"] for r in rows if r["env"] == task}):
+            mine = [r for r in rows if r["env"] == task and r["n_expert"] == n_expert
+                    and r["horizon"] != ""]
+            if len({r["horizon"] for r in mine}) < 2:
+                continue
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for agent in AGENTS:
+                line = sorted((r for r in mine if r["agent"] == agent), key=lambda r: r["horizon"])
+                if not line:
+                    continue
+                x = np.array([r["horizon"] for r in line], float)
+                y = np.array([r["return_mean"] for r in line])
+                se = np.nan_to_num(np.array([r["return_se"] for r in line]))
+                ax.plot(x, y, marker="o", color=COLORS[agent], label=LABELS[agent])
+                ax.fill_between(x, y - se, y + se, color=COLORS[agent], alpha=0.2, lw=0)
+            _references(ax, mine[0])
+            ax.set(xlabel="training horizon H", ylabel="return (true env)",
+                   title=f"{task}, $N_E$={n_expert}")
+            ax.legend(fontsize=7)
+            paths.append(_save(fig, out / f"horizon_{task}_ne{n_expert}.png"))
+    return paths
+
+
+def plot_training(results: Sequence["RunResult"], out: pathlib.Path) -> list[pathlib.Path]:
+    """Paper Fig. 2: over training steps, the true-env return of the evaluated checkpoints (±1 SE
+    over their rollouts), the latent distance L_d and the expert action accuracy on held-out
+    expert episodes. One PNG per (env, N_E); every agent and seed is a line."""
+    plt, paths = _pyplot(), []
+    settings = sorted({(r.run.task, r.run.n_expert) for r in results})
+    for task, n_expert in settings:
+        mine = [r for r in results if (r.run.task, r.run.n_expert) == (task, n_expert)]
+        seeds = {r.run.seed for r in mine}
+        horizons = {r.run.horizon for r in mine if r.run.horizon is not None}
+        fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+        for result in sorted(mine, key=lambda r: (AGENTS.index(r.run.agent), r.run.seed)):
+            run = result.run
+            label = _line_label(run.agent, "" if run.horizon is None else run.horizon, horizons)
+            label += f" seed {run.seed}" if len(seeds) > 1 else ""
+            color = COLORS[run.agent]
+            steps = np.array(result.steps, float)
+            means = np.array([np.mean(r) for r in result.returns])
+            ses = np.array([summarize([r]).se for r in result.returns])
+            axes[0].errorbar(steps, means, yerr=np.nan_to_num(ses), color=color, marker="o",
+                             ms=3, capsize=2, label=label)
+            curves = offline_curves(run)
+            for ax, name in zip(axes[1:], OFFLINE_KEYS):
+                if name in curves:
+                    ax.plot(*curves[name], color=color, label=label)
+        axes[0].axhline(float(np.mean(mine[0].expert)), color="black", ls="--", lw=1, label="expert")
+        axes[0].axhline(float(np.mean(mine[0].random)), color="gray", ls=":", lw=1, label="random")
+        axes[0].set(xlabel="gradient steps", ylabel="return (true env)", title="extrinsic return")
+        axes[1].set(xlabel="gradient steps", ylabel="$L_d = 1 - r_{int}$",
+                    title="latent distance (held-out expert)")
+        axes[2].set(xlabel="gradient steps", ylabel="accuracy",
+                    title="expert action accuracy (held-out expert)")
+        for ax in axes:
+            if ax.lines:
+                ax.legend(fontsize=7)
+        fig.suptitle(f"{task}, $N_E$={n_expert}")
+        paths.append(_save(fig, out / f"fig2_{task}_ne{n_expert}.png"))
+    return paths
+
+
+def write_plots(results: Sequence["RunResult"], rows: Sequence[dict[str, Any]],
+                out: pathlib.Path) -> list[pathlib.Path]:
+    """Every figure the results support, into `out`."""
+    return [*plot_return_vs_experts(rows, out), *plot_horizon(rows, out), *plot_training(results, out)]

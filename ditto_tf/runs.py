@@ -1,0 +1,209 @@
+"""Run directories as evaluation sees them: which agents, trained how, with which checkpoints.
+
+A run directory is a `train.py` logdir: `config.yaml` (the effective config: env, N_E, H, seed)
+and one folder per trained agent (`ditto/`, `dgail/`, `dbc/`, `bc/`) holding `checkpoints/` and
+the training log `metrics.jsonl` (the offline metrics on held-out expert episodes). Evaluation
+writes its caches under `eval/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+import warnings
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import ruamel.yaml
+
+from ditto_tf.config import Config, load_config
+from ditto_tf.errors import UserError
+from ditto_tf.files import atomic_write_text
+
+AGENTS = ("ditto", "dgail", "dbc", "bc")
+LATENT_AGENTS = ("ditto", "dgail", "dbc")  # act on world-model states
+HORIZON_AGENTS = ("ditto", "dgail")        # trained on imagined rollouts of horizon H
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One agent of one run directory: what it is (from config.yaml) and where its files are."""
+
+    logdir: pathlib.Path
+    agent: str
+    config: Config
+
+    @property
+    def task(self) -> str:
+        return str(self.config.task)
+
+    @property
+    def n_expert(self) -> int:
+        """N_E: the expert episodes this agent learned from."""
+        return int(self.config.agent.expert_episodes or self.config.data.expert_train)
+
+    @property
+    def horizon(self) -> int | None:
+        """H for the imagination agents; None for those that do not imagine."""
+        return int(self.config.agent.horizon) if self.agent in HORIZON_AGENTS else None
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.seed)
+
+    @property
+    def checkpoint_dir(self) -> pathlib.Path:
+        return self.logdir / self.agent / "checkpoints"
+
+    @property
+    def cache_dir(self) -> pathlib.Path:
+        return self.logdir / "eval" / self.agent
+
+    @property
+    def name(self) -> str:
+        return f"{self.logdir}/{self.agent}"
+
+
+def load_run_config(logdir: pathlib.Path) -> Config:
+    """The effective config a run was trained with, merged over today's defaults."""
+    path = logdir / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{path}: missing; is {logdir} a ditto_tf run directory?")
+    try:
+        saved = ruamel.yaml.YAML(typ="safe", pure=True).load(path.read_text())
+    except ruamel.yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"{path}: expected a mapping of config keys")
+    try:
+        return load_config([]).update(saved)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+
+
+def find_runs(logdirs: Iterable[str | pathlib.Path], agents: Sequence[str] = AGENTS) -> list[Run]:
+    """Every trained agent in the given run directories; a directory without one is an error."""
+    runs: list[Run] = []
+    for logdir in map(pathlib.Path, logdirs):
+        if not logdir.is_dir():
+            raise UserError(f"{logdir}: no such run directory")
+        config = load_run_config(logdir)
+        found = [Run(logdir, a, config) for a in agents if (logdir / a).is_dir()]
+        if not found:
+            raise UserError(f"{logdir}: no trained agent (expected one of {', '.join(agents)}/)")
+        runs.extend(found)
+    return runs
+
+
+def checkpoint_step(prefix: str) -> int:
+    """The step in a CheckpointManager prefix `.../ckpt-<step>`."""
+    try:
+        return int(pathlib.Path(prefix).name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        raise UserError(f"{prefix}: not a checkpoint name of the form ckpt-<step>") from None
+
+
+def list_checkpoints(run: Run, count: int) -> list[str]:
+    """The last `count` checkpoint prefixes of an agent, oldest first, each checked to exist."""
+    import tensorflow as tf
+
+    directory = run.checkpoint_dir
+    if not (directory / "checkpoint").is_file():
+        raise UserError(f"{directory}: no checkpoint (train the agent first: --phase {run.agent})")
+    try:
+        state = tf.train.get_checkpoint_state(str(directory))
+    except Exception as e:  # a damaged index file is a text-format parse error
+        raise UserError(f"{directory}/checkpoint: unreadable ({type(e).__name__})") from None
+    prefixes = list(state.all_model_checkpoint_paths) if state else []
+    if not prefixes:
+        raise UserError(f"{directory}/checkpoint: lists no checkpoints")
+    prefixes = [p if pathlib.Path(p).is_absolute() else str(directory / p) for p in prefixes]
+    prefixes = sorted(prefixes, key=checkpoint_step)[-count:]
+    for prefix in prefixes:
+        if not pathlib.Path(prefix + ".index").is_file() or not list(
+                pathlib.Path(prefix).parent.glob(pathlib.Path(prefix).name + ".data-*")):
+            raise UserError(f"{prefix}: checkpoint files missing (.index or .data)")
+    if len(prefixes) < count:
+        warnings.warn(f"{directory}: only {len(prefixes)} of the last {count} checkpoints exist",
+                      stacklevel=2)
+    return prefixes
+
+
+def checkpoint_signature(prefix: str) -> str:
+    """A hash of the checkpoint's index file: a retrained checkpoint invalidates its cache."""
+    return hashlib.sha1(pathlib.Path(prefix + ".index").read_bytes()).hexdigest()[:16]
+
+
+def env_signature(config: Config) -> str:
+    """The env settings that change scores: a reference cache is reusable across matching runs."""
+    keys = {"task": config.task, "env": config.env.to_dict(), "expert": config.expert.to_dict()}
+    return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+
+
+# ----------------------------------------------------------------------------- caches
+
+def read_json(path: pathlib.Path) -> dict[str, Any] | None:
+    """A cached JSON object, or None when absent or unreadable (it is then recomputed)."""
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_json(path: pathlib.Path, data: Mapping[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+# ----------------------------------------------------------------------------- offline metrics
+
+# metrics.jsonl keys the agents log on the held-out expert episodes (first match wins).
+OFFLINE_KEYS: dict[str, tuple[str, ...]] = {
+    "latent_distance": ("val/latent_distance", "val_latent_distance", "latent_distance", "val/L_d"),
+    "action_accuracy": ("val/action_accuracy", "val_action_accuracy", "action_accuracy",
+                        "val/accuracy"),
+}
+
+
+def read_metrics(path: pathlib.Path) -> list[dict[str, float]]:
+    """The rows of a metrics.jsonl; a torn last line (killed writer) is skipped."""
+    rows = []
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    return rows
+
+
+def offline_curves(run: Run) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{'latent_distance' | 'action_accuracy': (steps, values)} from the agent's training log."""
+    rows = read_metrics(run.logdir / run.agent / "metrics.jsonl")
+    curves = {}
+    for name, candidates in OFFLINE_KEYS.items():
+        for key in candidates:
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            if points:
+                steps, values = map(np.asarray, zip(*sorted(points)))
+                curves[name] = (steps.astype(np.int64), values.astype(np.float64))
+                break
+    return curves
+
+
+def offline_summary(run: Run, from_step: int) -> dict[str, float]:
+    """The offline metrics reported at the end: their mean over the steps the evaluated
+    checkpoints span (>= `from_step`), else the last value logged."""
+    out = {}
+    for name, (steps, values) in offline_curves(run).items():
+        window = values[steps >= from_step]
+        out[name] = float(window.mean() if len(window) else values[-1])
+    return out

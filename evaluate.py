@@ -1,0 +1,68 @@
+"""Evaluate trained agents in the true environment and tabulate / plot the results.
+
+    python evaluate.py runs/cartpole                       # every agent of one run
+    python evaluate.py runs/sweep/cartpole/* --out results # any mix of agents, N_E, H, seeds
+    python evaluate.py runs/pong --episodes 5 --checkpoints 2
+
+Protocol (paper section 4): the last K agent checkpoints x E true-env rollouts each, mean and
+standard error (of the per-checkpoint means); random-policy and expert scores measured the same
+way. Rollouts are cached per checkpoint under LOGDIR/eval/, so a re-run only plays what is new.
+Writes results.md, results.csv and the PNG figures (fig3_*, fig2_*, horizon_*) into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from typing import Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from ditto_tf.errors import UserError  # noqa: E402
+from ditto_tf.runs import AGENTS  # noqa: E402
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=(
+        "Counts default to each run's eval.* config keys (K=eval.checkpoints, "
+        "E=eval.episodes, eval.envs)."))
+    parser.add_argument("logdirs", nargs="+", metavar="LOGDIR", help="run directories (train.py --logdir)")
+    parser.add_argument("--out", help="where tables and plots go (default: LOGDIR/eval, or the "
+                        "runs' common parent/eval)")
+    parser.add_argument("--checkpoints", type=int, help="K: last K checkpoints per agent")
+    parser.add_argument("--episodes", type=int, help="E: rollouts per checkpoint")
+    parser.add_argument("--envs", type=int, help="envs stepped in lock step")
+    parser.add_argument("--reference-episodes", type=int,
+                        help="rollouts of the random policy and of the expert (default K x E)")
+    parser.add_argument("--agents", nargs="+", choices=AGENTS, default=list(AGENTS),
+                        help="evaluate only these agents")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
+    try:
+        from ditto_tf.evaluation import Protocol, report
+
+        for name in ("checkpoints", "episodes", "envs", "reference_episodes"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name.replace('_', '-')}: must be at least 1, got {value}")
+        protocol = Protocol(args.checkpoints, args.episodes, args.envs, args.reference_episodes)
+        report(args.logdirs, args.out, protocol, args.agents, progress=not args.quiet)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume (finished checkpoints are "
+              "cached)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
