@@ -18,7 +18,7 @@ from ditto_tf.errors import UserError
 
 # phase -> "module:function" taking (config, logdir); None marks a phase not built yet.
 PHASES: dict[str, str | None] = {
-    "collect": None,
+    "collect": "ditto_tf.data.collect:run",
     "world_model": None,
     "ditto": None,
     "dgail": None,
