@@ -1,0 +1,202 @@
+"""World model: straight-through latents, KL balancing, observe / imagine, overfitting real
+pixel CartPole frames, checkpoint round trip and the mixed-precision step. Tiny `debug` sizes."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ditto_tf import dists
+from ditto_tf.checkpoints import Checkpointer
+from ditto_tf.config import Config, load_config
+from ditto_tf.data.episodes import load_episodes, save_episode
+from ditto_tf.envs import make_env
+from ditto_tf.errors import UserError
+from ditto_tf.world_model import WorldModel, WorldModelTrainer
+
+
+def write_cartpole_episodes(config: Config, directory: pathlib.Path, count: int, seed: int) -> None:
+    """Real pixel CartPole episodes (random policy) in the episode file format."""
+    env = make_env(config, seed=seed)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        obs = env.reset(seed=seed * 1000 + index)
+        steps = [dict(obs, action=np.zeros(env.action_size, np.float32))]
+        while not obs["is_last"]:
+            action = int(rng.integers(env.action_size))
+            obs = env.step(action)
+            steps.append(dict(obs, action=env.action_vector(action)))
+        episode = {k: np.stack([s[k] for s in steps]) for k in steps[0]}
+        save_episode(directory, episode, index)
+    env.close()
+
+
+def batch_from(episodes: list[dict[str, np.ndarray]], length: int, starts: list[tuple[int, int]]) -> dict:
+    keys = ("image", "action", "reward", "is_first", "is_terminal")
+    batch = {k: np.stack([episodes[e][k][s:s + length] for e, s in starts]) for k in keys}
+    batch["is_first"][:, 0] = True
+    return batch
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    return load_config(["debug"], ["--precision", "float32"])
+
+
+@pytest.fixture(scope="module")
+def cartpole(config: Config, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, np.ndarray]]:
+    directory = tmp_path_factory.mktemp("cartpole")
+    write_cartpole_episodes(config, directory, count=3, seed=1)
+    return load_episodes(directory)
+
+
+def test_straight_through_sample_is_onehot_and_passes_gradients() -> None:
+    logits = tf.Variable(tf.random.normal([64, 3, 5]))
+    weights = tf.random.normal([64, 3, 5])
+    with tf.GradientTape(persistent=True) as tape:
+        dist = dists.OneHotDist(logits, event_dims=1)
+        sample = dist.sample()
+        objective = tf.reduce_sum(sample * weights)
+        reference = tf.reduce_sum(dist.probs * weights)
+    values = sample.numpy()
+    assert set(np.unique(values)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(values.sum(-1), np.ones([64, 3]))
+    grad = tape.gradient(objective, logits)
+    assert grad is not None and np.abs(grad.numpy()).max() > 0
+    np.testing.assert_allclose(grad.numpy(), tape.gradient(reference, logits).numpy(), rtol=1e-5, atol=1e-7)
+
+
+def _hand_kl(p_logits: np.ndarray, q_logits: np.ndarray) -> np.ndarray:
+    """KL(p || q) of independent categoricals, summed over the S axis, with numpy."""
+    p = np.exp(p_logits - p_logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    q = np.exp(q_logits - q_logits.max(-1, keepdims=True))
+    q /= q.sum(-1, keepdims=True)
+    return (p * (np.log(p) - np.log(q))).sum((-2, -1))
+
+
+def test_kl_balancing_equals_hand_computation() -> None:
+    rng = np.random.default_rng(0)
+    post_np = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    prior_np = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    hand = _hand_kl(post_np.astype(np.float64), prior_np.astype(np.float64))
+    post, prior = tf.Variable(post_np), tf.Variable(prior_np)
+    with tf.GradientTape(persistent=True) as tape:
+        loss, value = dists.kl_balance(post, prior, balance=0.8, free=0.0)
+        plain = tf.reduce_mean(dists.OneHotDist(post, 1).kl(dists.OneHotDist(prior, 1)))
+    np.testing.assert_allclose(value.numpy(), hand, rtol=1e-5)
+    np.testing.assert_allclose(loss.numpy(), hand.mean(), rtol=1e-5)  # both terms share a value
+    # Balancing: the prior gets 0.8 of the plain KL gradient, the posterior 0.2.
+    np.testing.assert_allclose(tape.gradient(loss, prior).numpy(),
+                               0.8 * tape.gradient(plain, prior).numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(tape.gradient(loss, post).numpy(),
+                               0.2 * tape.gradient(plain, post).numpy(), rtol=1e-4, atol=1e-7)
+    # Free nats clip the batch-mean KL of each term: below the threshold there is no gradient.
+    free = float(hand.mean()) + 1.0
+    with tf.GradientTape() as tape:
+        clipped, _ = dists.kl_balance(post, prior, balance=0.8, free=free)
+    assert clipped.numpy() == pytest.approx(free)
+    assert all(g is None or not np.any(g.numpy()) for g in tape.gradient(clipped, [post, prior]))
+
+
+def test_observe_imagine_shapes_and_reset(config: Config, cartpole: list) -> None:
+    model = WorldModel(config, action_size=2)
+    rssm, r = model.rssm, config.world_model.rssm
+    batch = batch_from(cartpole, 8, [(0, 0), (1, 2)])
+    data = model.preprocess(batch)
+    embed = model.encoder(data["image"])
+    assert embed.shape == (2, 8, model.embed_size)
+    is_first = data["is_first"].numpy().copy()
+    is_first[:, 3] = True  # a new episode starts at t=3
+    post, prior = rssm.observe(embed, data["action"], is_first, sample=False)
+    for state in (post, prior):
+        assert state["deter"].shape == (2, 8, r.deter)
+        assert state["stoch"].shape == (2, 8, r.stoch, r.discrete)
+        assert state["logit"].shape == (2, 8, r.stoch, r.discrete)
+    np.testing.assert_array_equal(post["stoch"].numpy().sum(-1), 1.0)
+    assert rssm.get_feat(post).shape == (2, 8, r.stoch * r.discrete + r.deter)
+    # Reset: from t=3 on, the filter equals a fresh filter started at t=3.
+    fresh, _ = rssm.observe(embed[:, 3:], data["action"][:, 3:], is_first[:, 3:], sample=False)
+    for key in ("deter", "logit"):
+        np.testing.assert_allclose(post[key][:, 3:].numpy(), fresh[key].numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(post["deter"][:, 2].numpy(), post["deter"][:, 3].numpy())
+
+    start = {k: v[:, -1] for k, v in post.items()}
+    policy = lambda feat: tf.one_hot(tf.random.uniform([tf.shape(feat)[0]], 0, 2, tf.int32), 2)
+    seq = tf.function(lambda s: rssm.imagine(policy, s, 5))(start)
+    assert seq["deter"].shape == (6, 2, r.deter) and seq["stoch"].shape == (6, 2, r.stoch, r.discrete)
+    assert seq["feat"].shape == (6, 2, rssm.feat_size) and seq["action"].shape == (6, 2, 2)
+    np.testing.assert_array_equal(seq["action"][0].numpy(), 0.0)
+    np.testing.assert_array_equal(seq["action"][1:].numpy().sum(-1), 1.0)
+    np.testing.assert_allclose(seq["deter"][0].numpy(), start["deter"].numpy())
+
+    @tf.function
+    def own_loop(state: dict, horizon: int) -> tf.Tensor:  # the agents' pattern: img_step in a loop
+        def body(i: tf.Tensor, state: dict) -> tuple:
+            return i + 1, rssm.img_step(state, tf.one_hot(tf.zeros([2], tf.int32), 2))
+        return tf.while_loop(lambda i, s: i < horizon, body, (tf.constant(0), state))[1]["deter"]
+
+    assert own_loop(start, 4).shape == (2, r.deter)
+
+
+def test_loss_falls_when_overfitting_real_episodes(config: Config, cartpole: list) -> None:
+    model = WorldModel(config, action_size=2)
+    trainer = WorldModelTrainer(model, config)
+    batches = [batch_from(cartpole, 8, [(e, s) for e in range(3) for s in (0, offset)][:4])
+               for offset in (1, 3)]
+    losses = [float(trainer.train(batches[i % 2])["model_loss"]) for i in range(150)]
+    first, last = np.mean(losses[:10]), np.mean(losses[-10:])
+    assert np.isfinite(losses).all()
+    assert last < 0.9 * first, (first, last)
+
+
+def test_checkpoint_round_trip_is_exact(config: Config, cartpole: list, tmp_path: pathlib.Path) -> None:
+    model = WorldModel(config, action_size=2)
+    trainer = WorldModelTrainer(model, config)
+    batch = batch_from(cartpole, 8, [(0, 0), (1, 0), (2, 0), (0, 2)])
+    for _ in range(2):
+        trainer.train(batch)
+    Checkpointer(tmp_path, model=model, optimizer=trainer.optimizer).save(2)
+
+    other = WorldModel(config, action_size=2)
+    other_trainer = WorldModelTrainer(other, config)
+    step = Checkpointer(tmp_path, model=other, optimizer=other_trainer.optimizer).restore()
+    assert step == 2
+    assert len(model.variables) == len(other.variables) > 0
+    for a, b in zip(model.variables, other.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    for a, b in zip(trainer.optimizer.variables, other_trainer.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    data = model.preprocess(batch)
+    out_a = model.rssm.observe(model.encoder(data["image"]), data["action"], data["is_first"], sample=False)
+    out_b = other.rssm.observe(other.encoder(data["image"]), data["action"], data["is_first"], sample=False)
+    np.testing.assert_array_equal(out_a[0]["logit"].numpy(), out_b[0]["logit"].numpy())
+
+
+def test_mixed_precision_step_runs(cartpole: list) -> None:
+    config = load_config(["debug"], ["--precision", "mixed"])
+    model = WorldModel(config, action_size=2)
+    assert model.compute_dtype == "float16" and model.rssm.compute_dtype == "float16"
+    assert all(v.dtype == "float32" for v in model.variables)
+    trainer = WorldModelTrainer(model, config)
+    batch = batch_from(cartpole, 8, [(0, 0), (1, 0), (2, 0), (0, 2)])
+    # Dynamic loss scaling skips the first steps while it halves a scale that overflows float16.
+    metrics = [trainer.train(batch) for _ in range(8)]
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    metrics.append(trainer.train(batch))
+    assert all(np.isfinite(float(m["model_loss"])) for m in metrics)
+    assert 0 < float(metrics[-1]["loss_scale"]) <= 32768
+    assert int(trainer.optimizer.iterations.numpy()) >= 1  # applied (not skipped) updates
+    embed = model.encoder(model.preprocess(batch)["image"])
+    assert embed.dtype == tf.float16
+    changed = [not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables)]
+    assert all(changed)  # the unscaled gradients reached every weight, biases included
+
+
+def test_decoder_kernels_must_give_the_image_size() -> None:
+    config = load_config(["debug"], ["--env.size", "64,64"])
+    with pytest.raises(UserError, match="decoder.kernels"):
+        WorldModel(config, action_size=2)
