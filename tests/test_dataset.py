@@ -100,6 +100,8 @@ def test_several_directories_and_limit(tmp_path, episode_dir):
     assert seen == {0, 1, 3, 9}
     limited = SequenceSampler([episode_dir], B, L, seed=0, limit=2)
     assert limited.num_episodes == 2 and limited.num_steps == 35
+    per_directory = SequenceSampler([episode_dir, other], B, L, seed=0, limit=[1, None])
+    assert per_directory.num_steps == 10 + 30
 
 
 def test_errors_name_the_directory(tmp_path):
@@ -155,6 +157,10 @@ def test_corrupt_episode_fails_or_is_skipped(episode_dir, caplog):
         sampler = SequenceSampler(episode_dir, B, L, seed=0, skip_corrupt=True)
     assert sampler.num_episodes == 2
     assert any("000003-40.npz" in r.getMessage() for r in caplog.records)
+    broken = episode_dir / "000000-10.npz"
+    broken.write_bytes(b"")
+    limited = SequenceSampler(episode_dir, B, 2, seed=0, skip_corrupt=True, limit=2)
+    assert limited.num_steps == 25 + 3  # the limit counts valid episodes
 
 
 def test_unwritable_cache_is_one_line_error(episode_dir, tmp_path):

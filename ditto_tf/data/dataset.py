@@ -133,7 +133,8 @@ class SequenceSampler:
       batch, length: batch size B and sequence length L.
       seed: batch i is a pure function of (seed, i).
       cache_dir: where uncompressed caches go (default `<directory>/.cache` for each directory).
-      limit: use only the first `limit` episodes (by index) of each directory.
+      limit: use only the first `limit` valid episodes (by index) of each directory; a list
+        gives one limit (or None) per directory.
       skip_corrupt: leave out (and log) damaged episode files instead of failing.
     """
 
@@ -144,7 +145,7 @@ class SequenceSampler:
         length: int,
         seed: int,
         cache_dir: str | os.PathLike | None = None,
-        limit: int | None = None,
+        limit: int | Sequence[int | None] | None = None,
         skip_corrupt: bool = False,
     ):
         if isinstance(directories, (str, os.PathLike)):
@@ -158,9 +159,12 @@ class SequenceSampler:
             raise UserError(f"seed must be a non-negative integer, got {seed}")
         self.batch, self.length, self.seed = int(batch), int(length), int(seed)
         self.keys = KEYS
+        limits = list(limit) if isinstance(limit, (list, tuple)) else [limit] * len(self.directories)
+        if len(limits) != len(self.directories):
+            raise UserError(f"{len(limits)} limits given for {len(self.directories)} directories")
         episodes = []
-        for directory in self.directories:
-            episodes += self._load_directory(directory, cache_dir, limit, skip_corrupt)
+        for directory, count in zip(self.directories, limits):
+            episodes += self._load_directory(directory, cache_dir, count, skip_corrupt)
         self.episodes = [e for e in episodes if e.length >= self.length]
         if not self.episodes:
             names = ", ".join(str(d) for d in self.directories)
@@ -192,7 +196,7 @@ class SequenceSampler:
         if not directory.is_dir():
             raise UserError(f"{directory}: episode directory not found")
         paths = list_episodes(directory, skip_corrupt=skip_corrupt, check=False)
-        if limit is not None:
+        if limit is not None and not skip_corrupt:
             paths = paths[:limit]
         if not paths:
             raise UserError(f"{directory}: no episode files (<index>-<length>.npz)")
@@ -205,6 +209,8 @@ class SequenceSampler:
         progress = tqdm.tqdm(paths, desc=f"episode cache {directory}", unit="ep",
                              disable=len(paths) < 50, leave=False)
         for path in progress:
+            if limit is not None and len(episodes) >= limit:
+                break
             cache = cache_root / path.name
             episode = _open_cache(path, cache, self.keys)
             if episode is None:  # first use, or the source changed: decompress and validate once
@@ -285,7 +291,7 @@ def make_dataset(
     seed: int,
     start_batch: int = 0,
     cache_dir: str | os.PathLike | None = None,
-    limit: int | None = None,
+    limit: int | Sequence[int | None] | None = None,
     skip_corrupt: bool = False,
 ) -> tf.data.Dataset:
     """A seeded tf.data stream of sequence batches (see the module docstring)."""
