@@ -84,6 +84,10 @@ def test_save_rejects_invalid_episode_and_writes_nothing(tmp_path):
     episode["image"] = episode["image"].astype(np.float32)
     with pytest.raises(UserError, match="episode 0: key 'image' has dtype float32"):
         save_episode(tmp_path, episode, 0)
+    episode = make_episode()
+    episode["action"] = np.array([object()] * 12)
+    with pytest.raises(UserError, match="episode 3: key 'action' holds Python objects"):
+        save_episode(tmp_path, episode, 3)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -114,10 +114,8 @@ def save_episode(directory: str | os.PathLike, episode: Mapping[str, Any], index
     directory = pathlib.Path(directory)
     data = {key: np.asarray(value) for key, value in episode.items()}
     for key in ("action", "reward", "is_first", "is_last", "is_terminal"):
-        if key in data and data[key].dtype != DTYPES[key]:
-            if key != "action" and data[key].dtype.kind not in "biuf":
-                continue  # leave it for check_episode to report
-            data[key] = data[key].astype(DTYPES[key])
+        if key in data and data[key].dtype != DTYPES[key] and data[key].dtype.kind in "biuf":
+            data[key] = data[key].astype(DTYPES[key])  # other kinds are left for the checks
     for key, value in data.items():
         if value.dtype.kind == "O":
             raise UserError(f"episode {index}: key {key!r} holds Python objects, not an array")
