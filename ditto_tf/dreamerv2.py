@@ -1,0 +1,440 @@
+"""DreamerV2 checkpoints: import a `variables.pkl` as a ditto_tf world model; published scores.
+
+    python -m ditto_tf.dreamerv2 import VARIABLES_PKL --configs atari pong --logdir runs/pong
+    python -m ditto_tf.dreamerv2 import VARIABLES_PKL --configs atari pong --out ckpt_dir
+    python -m ditto_tf.dreamerv2 compare --configs atari pong --models runs/pong ckpt_dir \
+        --episodes runs/pong/data/expert/val --out compare/
+
+DreamerV2 (danijar/dreamerv2, PyPI `dreamerv2==2.2.0`) saves its agent with `Module.save`: a
+pickled tuple of numpy arrays in `tf.Module.variables` order and no names. This module derives
+that order and every shape from a ditto_tf config (the world model is DreamerV2's, layer for
+layer), finds the world-model block in the pickle (a full agent or `WorldModel.save`), checks
+every shape and writes a ditto_tf checkpoint. The mapping is documented in docs/dreamerv2.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import pickle
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+from ditto_tf.errors import UserError
+
+# DreamerV2's published Atari results (scores/atari-dreamerv2.json in danijar/dreamerv2): the
+# final evaluation return per game, mean over its seeds, after 200M environment frames of ONLINE
+# reinforcement learning with the true reward, sticky actions (p = 0.25) and the full game. A
+# reference line for plots, not an imitation-learning baseline.
+DREAMERV2_ATARI_SCORES: dict[str, float] = {
+    "beam_rider": 17917.5,
+    "breakout": 459.2,
+    "ms_pacman": 5376.5,
+    "pong": 18.4,
+    "qbert": 70512.0,
+    "space_invaders": 2358.4,
+}
+DREAMERV2_SCORES_LABEL = "DreamerV2 (online RL, 200M frames, sticky actions)"
+
+HEAD_LAYERS, HEAD_UNITS = 4, 400  # DreamerV2's reward / discount MLPs (ditto_tf's nets.MLP too)
+
+
+def dreamerv2_score(task: str) -> float | None:
+    """DreamerV2's published final return for `atari_<game>`, or None if it has none."""
+    suite, _, game = task.partition("_")
+    return DREAMERV2_ATARI_SCORES.get(game) if suite == "atari" else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The variable layout
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """One tensor of DreamerV2's world model: its path there, shape, and ditto_tf target.
+
+    `target` is an attribute path into ditto_tf's `WorldModel` (ints index lists), e.g.
+    ('rssm', 'cell', 'dense', 'kernel'); None marks a tensor that is read and checked but not
+    loaded (a head the ditto_tf config switches off).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    target: tuple[str | int, ...] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Everything that fixes the world model's shapes, from a ditto_tf config."""
+
+    image: tuple[int, int, int]
+    actions: int
+    deter: int
+    hidden: int
+    stoch: int
+    discrete: int
+    encoder_depth: int
+    encoder_kernels: tuple[int, ...]
+    decoder_depth: int
+    decoder_kernels: tuple[int, ...]
+    gru_norm: bool = True
+
+    @classmethod
+    def from_config(cls, config: Any, actions: int) -> "Sizes":
+        wm = config.world_model
+        height, width = config.env.size
+        return cls(
+            image=(int(height), int(width), 1 if config.env.grayscale else 3), actions=actions,
+            deter=wm.rssm.deter, hidden=wm.rssm.hidden, stoch=wm.rssm.stoch,
+            discrete=wm.rssm.discrete, encoder_depth=wm.encoder.depth,
+            encoder_kernels=tuple(wm.encoder.kernels), decoder_depth=wm.decoder.depth,
+            decoder_kernels=tuple(wm.decoder.kernels), gru_norm=bool(wm.rssm.norm))
+
+    @property
+    def feat(self) -> int:
+        return self.stoch * self.discrete + self.deter
+
+    @property
+    def embed(self) -> int:
+        height, width = self.image[:2]
+        for kernel in self.encoder_kernels:  # stride 2, 'valid'
+            height, width = (height - kernel) // 2 + 1, (width - kernel) // 2 + 1
+        return height * width * self.encoder_depth * 2 ** (len(self.encoder_kernels) - 1)
+
+
+def _layer(name: str, shapes: dict[str, tuple[int, ...]], target: tuple | None) -> list[Slot]:
+    """A Keras layer's variables in creation order (kernel before bias, gamma before beta)."""
+    return [Slot(f"{name}/{var}", shape, None if target is None else (*target, var))
+            for var, shape in shapes.items()]
+
+
+def _dense(name: str, n_in: int, n_out: int, target: tuple | None) -> list[Slot]:
+    return _layer(name, {"kernel": (n_in, n_out), "bias": (n_out,)}, target)
+
+
+def _by_name(parts: dict[str, list[Slot]]) -> list[Slot]:
+    """tf.Module visits attributes (and dict keys) in sorted string order: conv10 < conv2."""
+    return [slot for key in sorted(parts) for slot in parts[key]]
+
+
+def _head(name: str, feat: int, target: tuple | None) -> list[Slot]:
+    """DreamerV2's `MLP`: dense0..dense{n-1}, then its DistLayer 'out' holding a Dense 'out'."""
+    parts, n_in = {}, feat
+    for i in range(HEAD_LAYERS):
+        sub = None if target is None else (*target, "dense", i)
+        parts[f"dense{i}"] = _dense(f"heads/{name}/dense{i}", n_in, HEAD_UNITS, sub)
+        n_in = HEAD_UNITS
+    sub = None if target is None else (*target, "out")
+    parts["out"] = _dense(f"heads/{name}/out/out", HEAD_UNITS, 1, sub)
+    return _by_name(parts)
+
+
+def world_model_layout(sizes: Sizes, discount: bool, load_reward: bool,
+                       load_discount: bool) -> list[Slot]:
+    """DreamerV2's `WorldModel.variables` (without `tfstep`) for these sizes, in pickle order.
+
+    WorldModel visits encoder, heads {decoder, discount (if pred_discount), reward}, rssm.
+    DreamerV2 always has a reward head; `load_*` say whether ditto_tf's model has the head.
+    """
+    s = sizes
+    # Encoder: conv{i} with depth * 2**i filters, stride 2 (Conv2D kernel: kh, kw, in, out).
+    encoder, channels = {}, s.image[2]
+    for i, kernel in enumerate(s.encoder_kernels):
+        depth = s.encoder_depth * 2**i
+        encoder[f"conv{i}"] = _layer(f"encoder/conv{i}", {
+            "kernel": (kernel, kernel, channels, depth), "bias": (depth,)},
+            ("encoder", "convs", i))
+        channels = depth
+    # Decoder: convin dense to 32 * depth, then transposed convs (kernel: kh, kw, out, in).
+    decoder, n = {}, len(s.decoder_kernels)
+    decoder["convin"] = _dense("heads/decoder/convin", s.feat, 32 * s.decoder_depth,
+                               ("decoder", "convin"))
+    channels = 32 * s.decoder_depth
+    for i, kernel in enumerate(s.decoder_kernels):
+        depth = s.image[2] if i == n - 1 else s.decoder_depth * 2 ** (n - i - 2)
+        decoder[f"conv{i}"] = _layer(f"heads/decoder/conv{i}", {
+            "kernel": (kernel, kernel, depth, channels), "bias": (depth,)},
+            ("decoder", "convs", i))
+        channels = depth
+    heads = {"decoder": _by_name(decoder),
+             "reward": _head("reward", s.feat, ("reward_head",) if load_reward else None)}
+    if discount:
+        heads["discount"] = _head("discount", s.feat, ("discount_head",) if load_discount else None)
+    # RSSM: the GRU cell (attribute `_cell`) first, then its `_modules` dict by name.
+    sk = s.stoch * s.discrete
+    cell = _dense("rssm/_cell/_layer", s.hidden + s.deter, 3 * s.deter, ("rssm", "cell", "dense"))
+    cell += _layer("rssm/_cell/_norm", {"gamma": (3 * s.deter,), "beta": (3 * s.deter,)},
+                   ("rssm", "cell", "norm"))
+    rssm = {
+        "img_in": _dense("rssm/img_in", sk + s.actions, s.hidden, ("rssm", "img_in")),
+        "img_out_0": _dense("rssm/img_out_0", s.deter, s.hidden, ("rssm", "img_out")),
+        "img_dist_0": _dense("rssm/img_dist_0", s.hidden, sk, ("rssm", "img_dist")),
+        "obs_out": _dense("rssm/obs_out", s.deter + s.embed, s.hidden, ("rssm", "obs_out")),
+        "obs_dist": _dense("rssm/obs_dist", s.hidden, sk, ("rssm", "obs_dist")),
+    }
+    return _by_name(encoder) + _by_name(heads) + cell + _by_name(rssm)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and matching a pickle
+
+
+def read_pickle(path: str | pathlib.Path) -> list[np.ndarray]:
+    """The arrays of a DreamerV2 `variables.pkl`. Unpickling runs code: only call this on a
+    path the user named."""
+    path = pathlib.Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        with path.open("rb") as f:
+            values = pickle.load(f)
+    except Exception as e:  # any unpickling failure is a bad input file
+        raise UserError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
+    if isinstance(values, dict) or not isinstance(values, (list, tuple)):
+        raise UserError(f"{path}: expected DreamerV2's pickled tuple of arrays, got "
+                        f"{type(values).__name__}")
+    arrays = []
+    for index, value in enumerate(values):
+        if not isinstance(value, (np.ndarray, np.generic)):
+            raise UserError(f"{path}: entry {index} is a {type(value).__name__}, not an array")
+        arrays.append(np.asarray(value))
+    return arrays
+
+
+@dataclasses.dataclass
+class Match:
+    """Where the world model sits in a pickle."""
+
+    layout: list[Slot]
+    offset: int  # index of the first world-model tensor
+    kind: str  # 'agent' | 'world_model'
+    discount: bool
+
+
+def _mismatches(values: Sequence[np.ndarray], layout: list[Slot], offset: int) -> list[int]:
+    return [i for i, slot in enumerate(layout) if tuple(values[offset + i].shape) != slot.shape]
+
+
+def _is_counter(value: np.ndarray) -> bool:
+    return value.shape == () and np.issubdtype(value.dtype, np.integer)
+
+
+def match_pickle(values: Sequence[np.ndarray], sizes: Sizes, load_reward: bool,
+                 load_discount: bool, where: str = "variables.pkl") -> Match:
+    """Locate and shape-check the world model in a DreamerV2 pickle.
+
+    The world model is the last block of a full agent (`Agent.save`: tfstep, the actor-critic's
+    update counter, slow critic, actor, critic and reward-norm state come first) and follows
+    `tfstep` in `WorldModel.save`. Whether a discount head is present (DreamerV2's
+    `pred_discount`) is detected. A mismatch raises a one-line UserError naming the tensor.
+    """
+    if not sizes.gru_norm:
+        raise UserError("world_model.rssm.norm false: DreamerV2's GRU always has a LayerNorm; "
+                        "import with --world_model.rssm.norm true")
+    best: tuple[int, Match, list[int]] | None = None
+    for discount in (True, False):
+        layout = world_model_layout(sizes, discount, load_reward, load_discount and discount)
+        offset = len(values) - len(layout)
+        if offset < 0 or (offset > 0 and not _is_counter(values[0])):
+            continue
+        bad = _mismatches(values, layout, offset)
+        kind = "world_model" if offset <= 1 else "agent"
+        if not bad:
+            if load_discount and not discount:
+                raise UserError(f"{where}: has no discount head (DreamerV2 pred_discount off); "
+                                "import with --world_model.discount_head false")
+            return Match(layout, offset, kind, discount)
+        if best is None or len(bad) < len(best[2]):
+            best = (len(bad), Match(layout, offset, kind, discount), bad)
+    if best is None:
+        needed = len(world_model_layout(sizes, False, False, False))
+        raise UserError(f"{where}: {len(values)} tensors, not a DreamerV2 agent or world model "
+                        f"of this config (its world model alone has {needed} or {needed + 10})")
+    _, match, bad = best
+    slot, index = match.layout[bad[0]], match.offset + bad[0]
+    raise UserError(
+        f"{where}: tensor {index} ({slot.name}) has shape {tuple(values[index].shape)}, the "
+        f"config expects {slot.shape}{_hint(slot)}; {len(bad)} of {len(match.layout)} world-model "
+        "tensors differ")
+
+
+def _hint(slot: Slot) -> str:
+    """Which config keys fix a slot's shape (for the mismatch message)."""
+    hints = {
+        "encoder": "world_model.encoder.depth/kernels, env.grayscale",
+        "heads/decoder": "world_model.decoder.depth/kernels, world_model.rssm, env.size/grayscale",
+        "heads/reward": "world_model.rssm (feature size)",
+        "heads/discount": "world_model.rssm (feature size)",
+        "rssm/img_in": "world_model.rssm.stoch/discrete/hidden and the task's action count",
+        "rssm/obs_out": "world_model.rssm.deter/hidden, encoder output (env.size, encoder)",
+        "rssm": "world_model.rssm.deter/hidden/stoch/discrete",
+    }
+    for prefix, keys in hints.items():
+        if slot.name.startswith(prefix):
+            return f" (set by {keys})"
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading into a ditto_tf world model and writing a checkpoint
+
+
+def _resolve(model: Any, path: tuple[str | int, ...]) -> Any:
+    node = model
+    for part in path:
+        node = node[part] if isinstance(part, int) else getattr(node, part)
+    return node
+
+
+def assign(model: Any, values: Sequence[np.ndarray], match: Match) -> int:
+    """Copy the matched arrays into `model` (a ditto_tf WorldModel); returns the count.
+
+    Every trainable variable of `model` must receive exactly one tensor: a ditto_tf variable
+    left over or a shape that differs from DreamerV2's means the two architectures diverged.
+    """
+    assigned: set[int] = set()
+    for i, slot in enumerate(match.layout):
+        if slot.target is None:
+            continue
+        try:
+            variable = _resolve(model, slot.target)
+        except (AttributeError, IndexError, TypeError):
+            raise UserError(f"ditto_tf world model has no {'.'.join(map(str, slot.target))} "
+                            f"for DreamerV2's {slot.name}") from None
+        if tuple(variable.shape) != slot.shape:
+            raise UserError(f"ditto_tf {'.'.join(map(str, slot.target))} has shape "
+                            f"{tuple(variable.shape)}, DreamerV2's {slot.name} {slot.shape}")
+        variable.assign(values[match.offset + i].astype(np.float32))
+        assigned.add(id(variable))
+    left = [v.path for v in model.trainable_variables if id(v) not in assigned]
+    if left:
+        raise UserError(f"ditto_tf world model variables without a DreamerV2 tensor: {left[:3]}")
+    return len(assigned)
+
+
+def checkpoint_dir(logdir: str | pathlib.Path) -> pathlib.Path:
+    """Where the world-model phase keeps its checkpoints in a logdir."""
+    return pathlib.Path(logdir) / "world_model" / "checkpoints"
+
+
+def import_checkpoint(pkl: str | pathlib.Path, config: Any, out: str | pathlib.Path,
+                      actions: int | None = None, step: int | None = None) -> dict[str, Any]:
+    """Import DreamerV2's `pkl` into a ditto_tf world model of `config`; save it under `out`.
+
+    `actions` defaults to the action count of `config.task`'s env; `step` (the checkpoint's
+    step) defaults to `world_model.steps`, so the world-model phase counts as done and the
+    agent phases use the imported model. Returns a summary dict.
+    """
+    from ditto_tf import world_model as wm_lib
+
+    if actions is None:
+        from ditto_tf.envs import make_env
+
+        env = make_env(config, seed=0)
+        actions = env.action_size
+        env.close()
+    values = read_pickle(pkl)
+    sizes = Sizes.from_config(config, actions)
+    wm_cfg = config.world_model
+    match = match_pickle(values, sizes, bool(wm_cfg.reward_head), bool(wm_cfg.discount_head),
+                         where=str(pkl))
+    model = wm_lib.WorldModel(config, actions)
+    count = assign(model, values, match)
+    step = int(wm_cfg.steps if step is None else step)
+    checkpointer = world_model_checkpointer(model, config, out)
+    path = checkpointer.save(step)
+    # Read it back into a fresh model: a layer the checkpoint misses would load silently.
+    fresh = wm_lib.WorldModel(config, actions)
+    world_model_checkpointer(fresh, config, out).restore()
+    for a, b in zip(model.trainable_variables, fresh.trainable_variables):
+        if not np.array_equal(a.numpy(), b.numpy()):
+            raise UserError(f"{path}: {a.path} did not survive the checkpoint round trip")
+    params = int(sum(np.prod(s.shape) for s in match.layout if s.target is not None))
+    return dict(checkpoint=path, kind=match.kind, tensors=len(values), loaded=count,
+                parameters=params, discount_head=match.discount, step=step)
+
+
+def world_model_checkpointer(model: Any, config: Any, directory: str | pathlib.Path) -> Any:
+    """The Checkpointer the world-model phase uses: the model and its (fresh) optimizer."""
+    from ditto_tf.checkpoints import Checkpointer
+
+    return Checkpointer(directory, max_to_keep=int(config.keep_checkpoints), wm=model)
+
+
+def load_world_model(config: Any, directory: str | pathlib.Path, actions: int) -> Any:
+    """A ditto_tf WorldModel restored from a checkpoint dir (or a logdir holding one)."""
+    from ditto_tf import world_model as wm_lib
+
+    directory = pathlib.Path(directory)
+    if (checkpoint_dir(directory) / "checkpoint").is_file():
+        directory = checkpoint_dir(directory)
+    if not (directory / "checkpoint").is_file():
+        raise UserError(f"{directory}: no world-model checkpoint (neither a checkpoint dir nor a "
+                        "logdir with world_model/checkpoints)")
+    model = wm_lib.WorldModel(config, actions)
+    world_model_checkpointer(model, config, directory).restore()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _config(names: Sequence[str], overrides: Sequence[str]) -> Any:
+    from ditto_tf.config import load_config
+
+    return load_config(list(names), list(overrides))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ditto_tf.dreamerv2", description=__doc__
+                                     .split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    imp = commands.add_parser("import", help="DreamerV2 variables.pkl -> ditto_tf checkpoint")
+    imp.add_argument("pickle", help="DreamerV2 variables.pkl (a pickle runs code: trust it)")
+    imp.add_argument("--configs", nargs="+", default=[])
+    where = imp.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="checkpoint directory to write")
+    where.add_argument("--logdir", help="run directory: writes world_model/checkpoints there")
+    imp.add_argument("--actions", type=int, help="action count (default: from the task's env)")
+    imp.add_argument("--step", type=int, help="checkpoint step (default: world_model.steps)")
+    cmp = commands.add_parser("compare", help="compare world models on held-out episodes")
+    cmp.add_argument("--configs", nargs="+", default=[])
+    cmp.add_argument("--models", nargs="+", required=True,
+                     help="checkpoint dirs or logdirs; NAME=PATH names a column")
+    cmp.add_argument("--episodes", required=True, help="folder of held-out episode .npz files")
+    cmp.add_argument("--out", required=True, help="folder for compare.md and the video strips")
+    cmp.add_argument("--max-episodes", type=int, default=10)
+    cmp.add_argument("--actions", type=int, help="action count (default: from the episodes)")
+    args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config = _config(args.configs, overrides)
+        if args.command == "import":
+            out = args.out if args.out else checkpoint_dir(args.logdir)
+            if args.logdir:
+                logdir = pathlib.Path(args.logdir)
+                logdir.mkdir(parents=True, exist_ok=True)
+                if not (logdir / "config.yaml").exists():
+                    config.save(logdir / "config.yaml")
+            info = import_checkpoint(args.pickle, config, out, args.actions, args.step)
+            print(f"imported {info['loaded']} tensors ({info['parameters']:,} parameters) of a "
+                  f"DreamerV2 {info['kind'].replace('_', ' ')} ({info['tensors']} tensors, "
+                  f"discount head {'yes' if info['discount_head'] else 'no'}) -> "
+                  f"{info['checkpoint']} (step {info['step']})")
+        else:
+            from ditto_tf import wm_compare
+
+            table = wm_compare.run(config, args.models, args.episodes, args.out,
+                                   args.max_episodes, args.actions)
+            print(table)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Round trip with the real DreamerV2: its checkpoint, imported, reproduces its outputs.
+
+The set-up installs `dreamerv2==2.2.0` from PyPI (no deps) into a cache folder
+(DITTO_DREAMERV2_CACHE, default ~/.cache/ditto_tf/dreamerv2-2.2.0), then runs
+`tests/dreamerv2_reference.py` in a subprocess with legacy Keras: DreamerV2's own Agent trains
+for two steps on a tiny config and dumps `variables.pkl` and its outputs on fixed inputs. The
+tests import the pickle with `python -m ditto_tf.dreamerv2 import` and compare in float32.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+from ditto_tf import dreamerv2
+from ditto_tf.config import load_config
+from ditto_tf.errors import UserError
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+VERSION = "2.2.0"
+TOLERANCE = 1e-4
+# The debug block (gym_CartPole-v1, 32x32 gray, 2 actions) with DreamerV2's optional heads on.
+OVERRIDES = ["--precision", "float32", "--world_model.reward_head", "true",
+             "--world_model.discount_head", "true"]
+NO_HEADS = ["--precision", "float32"]
+
+
+def _install_dreamerv2() -> pathlib.Path:
+    """The `dreamerv2` package folder, pip-installed (no deps) into the cache on first use."""
+    default = pathlib.Path("~/.cache/ditto_tf").expanduser() / f"dreamerv2-{VERSION}"
+    cache = pathlib.Path(os.environ.get("DITTO_DREAMERV2_CACHE", default)).expanduser()
+    package = cache / "dreamerv2"
+    if (package / "agent.py").is_file():
+        return package
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{cache.name}."))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp),
+             f"dreamerv2=={VERSION}"], capture_output=True, text=True, timeout=300)
+        if result.returncode != 0 or not (tmp / "dreamerv2" / "agent.py").is_file():
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            pytest.skip(f"cannot install dreamerv2=={VERSION} from PyPI: {last}")
+        shutil.rmtree(cache, ignore_errors=True)  # a broken earlier install
+        try:
+            tmp.rename(cache)  # appears complete or not at all
+        except OSError:  # another session installed it meanwhile
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return package
+
+
+def reference_spec(config, actions: int) -> dict:
+    """DreamerV2 sizes equal to the ditto_tf config's (the reference script's spec.json)."""
+    wm = config.world_model
+    return dict(
+        image=[*config.env.size, 1 if config.env.grayscale else 3], actions=actions,
+        deter=wm.rssm.deter, hidden=wm.rssm.hidden, stoch=wm.rssm.stoch,
+        discrete=wm.rssm.discrete, encoder_depth=wm.encoder.depth,
+        encoder_kernels=list(wm.encoder.kernels), decoder_depth=wm.decoder.depth,
+        decoder_kernels=list(wm.decoder.kernels), head_layers=dreamerv2.HEAD_LAYERS,
+        head_units=dreamerv2.HEAD_UNITS, actor_critic_layers=2, actor_critic_units=32,
+        pred_discount=True, batch=4, length=8, train_steps=2, eval_batch=3, eval_length=12,
+        context=5, seed=0)
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory) -> pathlib.Path:
+    """A folder with DreamerV2's variables.pkl, wm_variables.pkl and reference.npz."""
+    package = _install_dreamerv2()
+    out = tmp_path_factory.mktemp("dreamerv2")
+    spec = out / "spec.json"
+    spec.write_text(json.dumps(reference_spec(load_config(["debug"]), actions=2)))
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "dreamerv2_reference.py"), "--package",
+         str(package), "--spec", str(spec), "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def _import(argv: list[str], capsys) -> str:
+    code = dreamerv2.main(["import", *argv])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return captured.out
+
+
+def _check(name: str, ours, ref: np.ndarray) -> float:
+    ours = np.asarray(ours, np.float32)
+    assert ours.shape == ref.shape, (name, ours.shape, ref.shape)
+    error = float(np.abs(ours - ref).max())
+    assert error < TOLERANCE, f"{name}: max abs difference {error:.3g}"
+    return error
+
+
+def _outputs_match(model, ref, heads: bool) -> None:
+    """ditto_tf's model on DreamerV2's fixed inputs equals DreamerV2's dumped outputs."""
+    import tensorflow as tf
+
+    batch = {k[len("input_"):]: ref[k] for k in ref.files if k.startswith("input_")}
+    data = model.preprocess(batch)
+    embed = model.encoder(data["image"])
+    _check("embed", embed, ref["embed"])
+    # The filter with modes (sample=False) over a sequence with a reset in the middle.
+    post, prior = model.rssm.observe(embed, data["action"], data["is_first"], sample=False)
+    _check("posterior logits", post["logit"], ref["post_logit"])
+    _check("prior logits", prior["logit"], ref["prior_logit"])
+    _check("deter", post["deter"], ref["post_deter"])
+    feat = model.rssm.get_feat(post)
+    _check("decoder mean", model.decoder(feat), ref["decoder_mean"])
+    if heads:
+        _check("reward mean", model.reward_head(feat)[..., 0], ref["reward_mean"])
+        _check("discount mean", tf.sigmoid(model.discount_head(feat)[..., 0]), ref["discount_mean"])
+    # DreamerV2's own sampled `observe`: replay its samples step by step through obs_step.
+    state = model.rssm.initial(ref["input_image"].shape[0])
+    for t in range(ref["input_image"].shape[1]):
+        post_t, prior_t = model.rssm.obs_step(state, data["action"][:, t], embed[:, t],
+                                              data["is_first"][:, t], sample=False)
+        _check(f"sampled posterior logits t={t}", post_t["logit"], ref["sampled_post_logit"][:, t])
+        _check(f"sampled prior logits t={t}", prior_t["logit"], ref["sampled_prior_logit"][:, t])
+        state = {"stoch": tf.constant(ref["sampled_post_stoch"][:, t]),
+                 "deter": tf.constant(ref["sampled_post_deter"][:, t]),
+                 "logit": tf.constant(ref["sampled_post_logit"][:, t])}
+    # Open loop from the filtered state at context - 1 under the true actions.
+    context = ref["input_image"].shape[1] - ref["openloop_logit"].shape[1]
+    start = {k: v[:, context - 1] for k, v in post.items()}
+    openloop = model.rssm.rollout(data["action"][:, context:], start, sample=False)
+    _check("open-loop prior logits", openloop["logit"], ref["openloop_logit"])
+    _check("open-loop decoder mean", model.decoder(model.rssm.get_feat(openloop)),
+           ref["openloop_decoder_mean"])
+
+
+def test_full_agent_pickle_into_logdir_reproduces_dreamerv2(reference, tmp_path, capsys):
+    logdir = tmp_path / "run"
+    out = _import([str(reference / "variables.pkl"), "--configs", "debug", "--logdir",
+                   str(logdir), *OVERRIDES], capsys)
+    assert "DreamerV2 agent" in out and "discount head yes" in out
+    assert (logdir / "config.yaml").is_file()
+    config = load_config(["debug"], OVERRIDES)
+    model = dreamerv2.load_world_model(config, logdir, actions=2)
+    _outputs_match(model, np.load(reference / "reference.npz"), heads=True)
+
+
+def test_world_model_pickle_without_heads(reference, tmp_path, capsys):
+    out = _import([str(reference / "wm_variables.pkl"), "--configs", "debug", "--out",
+                   str(tmp_path / "ckpt"), "--actions", "2", "--step", "7", *NO_HEADS], capsys)
+    assert "DreamerV2 world model" in out and "(step 7)" in out
+    model = dreamerv2.load_world_model(load_config(["debug"], NO_HEADS), tmp_path / "ckpt", 2)
+    assert model.reward_head is None and model.discount_head is None
+    _outputs_match(model, np.load(reference / "reference.npz"), heads=False)
+
+
+def test_layout_matches_dreamerv2_variable_order(reference):
+    """Our derived order and shapes are DreamerV2's (checked against its variable names)."""
+    ref = np.load(reference / "reference.npz")
+    values = dreamerv2.read_pickle(reference / "variables.pkl")
+    sizes = dreamerv2.Sizes.from_config(load_config(["debug"]), actions=2)
+    match = dreamerv2.match_pickle(values, sizes, True, True)
+    names = list(ref["variable_names"])
+    assert match.kind == "agent" and match.discount and len(names) == len(values)
+    for i, slot in enumerate(match.layout):
+        kind = slot.name.rsplit("/", 1)[1]  # kernel / bias / gamma / beta
+        assert names[match.offset + i].endswith(f"{kind}:0"), (slot.name, names[match.offset + i])
+        assert values[match.offset + i].shape == slot.shape
+
+
+def test_shape_mismatch_is_one_line_naming_the_tensor(reference, tmp_path, capsys):
+    code = dreamerv2.main(["import", str(reference / "variables.pkl"), "--configs", "debug",
+                           "--out", str(tmp_path / "x"), "--actions", "2", *NO_HEADS,
+                           "--world_model.rssm.hidden", "48"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "rssm/_cell/_layer/kernel" in err and "(64, 96)" in err and "(80, 96)" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_not_a_pickle_and_wrong_action_count(reference, tmp_path):
+    bad = tmp_path / "variables.pkl"
+    bad.write_bytes(b"not a pickle")
+    with pytest.raises(UserError, match="variables.pkl: not a readable pickle"):
+        dreamerv2.read_pickle(bad)
+    values = dreamerv2.read_pickle(reference / "variables.pkl")
+    sizes = dreamerv2.Sizes.from_config(load_config(["debug"]), actions=6)
+    with pytest.raises(UserError, match=r"rssm/img_in/kernel.*\(18, 32\).*\(22, 32\)"):
+        dreamerv2.match_pickle(values, sizes, False, False)
+
+
+def test_published_scores_are_labelled_online_rl():
+    assert dreamerv2.dreamerv2_score("atari_pong") == 18.4
+    assert dreamerv2.dreamerv2_score("atari_beam_rider") == 17917.5
+    assert dreamerv2.dreamerv2_score("gym_CartPole-v1") is None
+    assert "online RL" in dreamerv2.DREAMERV2_SCORES_LABEL
