@@ -19,11 +19,11 @@ from ditto_tf.errors import UserError
 # phase -> "module:function" taking (config, logdir); None marks a phase not built yet.
 PHASES: dict[str, str | None] = {
     "collect": "ditto_tf.data.collect:run",
-    "world_model": None,
-    "ditto": None,
-    "dgail": None,
-    "dbc": None,
-    "bc": None,
+    "world_model": "ditto_tf.wm_training:run",
+    "ditto": "ditto_tf.agents.ditto:run",
+    "dgail": "ditto_tf.agents.dgail:run",
+    "dbc": "ditto_tf.agents.dbc:run",
+    "bc": "ditto_tf.agents.bc:run",
 }
 PIPELINE = ["collect", "world_model", "ditto", "dgail", "dbc", "bc"]
 

@@ -317,10 +317,19 @@ class WorldModelTrainer:
         if self.mixed:
             norm = norm / tf.cast(self.optimizer.dynamic_scale, norm.dtype)
             metrics["loss_scale"] = tf.cast(self.optimizer.dynamic_scale, tf.float32)
-        if self.weight_decay:
-            for var in variables:
-                var.assign(var * (1.0 - self.weight_decay))
-        self.optimizer.apply(grads, variables)
+
+        def update() -> tf.Tensor:
+            if self.weight_decay:
+                for var in variables:
+                    var.assign(var * (1.0 - self.weight_decay))
+            self.optimizer.apply(grads, variables)
+            return tf.constant(True)
+
+        if self.mixed:  # the loss-scale optimizer skips non-finite steps itself
+            update()
+        else:  # never write a non-finite update into the weights: the caller stops instead
+            finite = tf.math.is_finite(loss) & tf.math.is_finite(norm)
+            tf.cond(finite, update, lambda: tf.constant(False))
         metrics["model_loss"] = loss
         metrics["model_grad_norm"] = norm
         return {k: tf.cast(v, tf.float32) for k, v in metrics.items()}

@@ -1,0 +1,173 @@
+"""`--phase world_model`: train the world model on the collected episodes, resumably.
+
+    python train.py --configs cartpole small --logdir DIR --phase world_model
+
+Reads LOGDIR/data/wm (+ LOGDIR/data/expert/train if `world_model.train_on_expert`), writes
+LOGDIR/world_model/{checkpoints/, model.json, metrics.jsonl, TensorBoard events}. Checkpoints
+hold the model, the optimizer and the step; the data stream is a pure function of (seed, step),
+so the step is the whole sampler state and a killed run resumes where its last checkpoint was.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import pathlib
+import time
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from ditto_tf.checkpoints import Checkpointer
+from ditto_tf.data.dataset import make_dataset
+from ditto_tf.data.episodes import load_episodes
+from ditto_tf.errors import UserError
+from ditto_tf.files import atomic_write_text
+from ditto_tf.logger import Logger
+from ditto_tf.world_model import WorldModel, WorldModelTrainer, image_shape, video_strip
+
+VIDEO_EPISODES = 6  # DreamerV2 shows 6 sequences side by side
+
+
+def wm_dir(logdir: str | pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(logdir) / "world_model"
+
+
+def train_dirs(config: Any, logdir: str | pathlib.Path) -> list[pathlib.Path]:
+    """The episode directories the world model trains on."""
+    data = pathlib.Path(logdir) / "data"
+    dirs = [data / "wm"]
+    if config.world_model.train_on_expert:
+        dirs.append(data / "expert" / "train")
+    for directory in dirs:
+        if not directory.is_dir() or not any(directory.glob("*.npz")):
+            raise UserError(f"{directory}: no episodes; run `--phase collect` first")
+    return dirs
+
+
+def _save_spec(directory: pathlib.Path, action_size: int, shape: tuple[int, ...]) -> None:
+    spec = {"action_size": int(action_size), "image_shape": [int(s) for s in shape]}
+    path = directory / "model.json"
+    if not path.exists() or json.loads(path.read_text()) != spec:
+        atomic_write_text(path, json.dumps(spec) + "\n")
+
+
+def _action_size(config: Any, logdir: pathlib.Path) -> int:
+    """From model.json (written by training), else from the first episode found."""
+    spec = wm_dir(logdir) / "model.json"
+    if spec.exists():
+        return int(json.loads(spec.read_text())["action_size"])
+    for sub in ("expert/train", "wm", "expert/val"):
+        episodes = load_episodes(logdir / "data" / sub, limit=1)
+        if episodes:
+            return int(episodes[0]["action"].shape[-1])
+    raise UserError(f"{spec}: missing, and no episodes under {logdir / 'data'} to infer the action size")
+
+
+def load_world_model(config: Any, logdir: str | pathlib.Path) -> WorldModel:
+    """Build the world model of `config` and restore the latest checkpoint of LOGDIR/world_model."""
+    logdir = pathlib.Path(logdir)
+    directory = wm_dir(logdir) / "checkpoints"
+    latest = tf.train.latest_checkpoint(str(directory)) if directory.is_dir() else None
+    if latest is None:
+        raise UserError(f"{directory}: no world-model checkpoint; run `--phase world_model` first")
+    model = WorldModel(config, _action_size(config, logdir))
+    try:
+        tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{latest}: does not fit the world model of this config ({first})") from None
+    return model
+
+
+def video_batch(config: Any, logdir: pathlib.Path) -> dict[str, np.ndarray] | None:
+    """Up to 6 held-out expert episodes (expert/val), cut to a common length, or None."""
+    episodes = load_episodes(logdir / "data" / "expert" / "val", limit=VIDEO_EPISODES)
+    context = config.world_model.openloop_context
+    episodes = [e for e in episodes if len(e["image"]) > context]
+    if not episodes:
+        return None
+    length = min(config.world_model.length, *(len(e["image"]) for e in episodes))
+    keys = ("image", "action", "is_first")
+    return {k: np.stack([e[k][:length] for e in episodes]) for k in keys}
+
+
+def openloop_report(model: WorldModel, batch: dict[str, np.ndarray], context: int) -> tuple[np.ndarray, float]:
+    """(video (T, 3H, B*W, C) in [0, 1], mean squared pixel error of the open-loop frames)."""
+    truth, pred = model.open_loop(model.preprocess(batch), context)
+    mse = float(tf.reduce_mean(tf.square(truth[:, context:] - pred[:, context:])))
+    return video_strip(truth, pred).numpy(), mse
+
+
+def run(config: Any, logdir: str | pathlib.Path) -> int:
+    """Train for `world_model.steps` updates in total (resuming); returns the final step."""
+    logdir = pathlib.Path(logdir)
+    wm = config.world_model
+    outdir = wm_dir(logdir)
+    dirs = train_dirs(config, logdir)
+    tf.random.set_seed(config.seed)
+    # Only the first batch is needed to learn the shapes; the stream is rebuilt at the restored step.
+    spec = make_dataset(dirs, wm.batch, wm.length, config.seed,
+                        skip_corrupt=config.data.skip_corrupt).element_spec
+    shape = tuple(spec["image"].shape[2:])
+    if shape != image_shape(config):
+        raise UserError(f"{dirs[0]}: episode images are {shape} but env.size / env.grayscale "
+                        f"give {image_shape(config)}; collect again or fix the config")
+    action_size = int(spec["action"].shape[-1])
+    model = WorldModel(config, action_size)
+    trainer = WorldModelTrainer(model, config)
+    checkpointer = Checkpointer(outdir / "checkpoints", config.keep_checkpoints,
+                                model=model, optimizer=trainer.optimizer)
+    step = checkpointer.restore()
+    _save_spec(outdir, action_size, shape)
+    if step >= wm.steps:
+        print(f"world model: already trained ({step} of {wm.steps} updates) in {outdir}")
+        return step
+    if step:
+        print(f"world model: resuming from step {step} ({checkpointer.manager.latest_checkpoint})")
+    dataset = iter(make_dataset(dirs, wm.batch, wm.length, config.seed, start_batch=step,
+                                skip_corrupt=config.data.skip_corrupt))
+    videos = video_batch(config, logdir)
+    logger = Logger(outdir)
+    sums: dict[str, float] = collections.defaultdict(float)
+    count, last_time = 0, time.perf_counter()
+    progress = tqdm.tqdm(total=wm.steps, initial=step, desc="world model", unit="update",
+                         dynamic_ncols=True)
+    try:
+        while step < wm.steps:
+            metrics = {k: float(v) for k, v in trainer.train(next(dataset)).items()}
+            if not math.isfinite(metrics["model_loss"]):
+                kept = checkpointer.manager.latest_checkpoint or "none (no checkpoint yet)"
+                raise UserError(
+                    f"world model: loss is {metrics['model_loss']} at update {step + 1} "
+                    f"(image {metrics['image_loss']:.4g}, kl {metrics['kl_loss']:.4g}); stopped. "
+                    f"Last good checkpoint: {kept}. Lower world_model.lr or check the data")
+            step += 1
+            count += 1
+            for key, value in metrics.items():
+                sums[key] += value
+            progress.update(1)
+            if step % config.log_every == 0 or step == wm.steps:
+                now = time.perf_counter()
+                logger.scalars({k: v / count for k, v in sums.items()}, prefix="train/")
+                logger.scalar("train/updates_per_sec", count / max(now - last_time, 1e-9))
+                progress.set_postfix(loss=f"{sums['model_loss'] / count:.1f}",
+                                     kl=f"{sums['model_kl'] / count:.2f}")
+                sums.clear()
+                count, last_time = 0, now
+            if videos is not None and (step % wm.video_every == 0 or step == wm.steps):
+                video, mse = openloop_report(model, videos, wm.openloop_context)
+                logger.video("openl_image", video)
+                logger.scalar("eval/openl_mse", mse)
+            if step % config.checkpoint_every == 0 or step == wm.steps:
+                logger.write(step)
+                checkpointer.save(step)
+                last_time = time.perf_counter()  # saving is not training time
+            elif step % config.log_every == 0:
+                logger.write(step)
+    finally:
+        progress.close()
+    return step
