@@ -50,6 +50,17 @@ def deconv_out_size(kernels: Sequence[int]) -> int:
     return size
 
 
+def track_layers(owner: keras.layers.Layer, layers: Sequence[keras.layers.Layer]) -> None:
+    """Also set each listed layer as an attribute named after it (`conv0`, `dense1`, ...).
+
+    [dreamerv2 helper edit] Keras 3 keeps a list attribute of layers in its own TrackedList,
+    which tf.train.Checkpoint does not see: without this the checkpoint silently lacks those
+    layers (and restore() reports nothing). Attributes are seen; variables are not duplicated.
+    """
+    for layer in layers:
+        setattr(owner, layer.name, layer)
+
+
 class ConvEncoder(keras.layers.Layer):
     """Images (..., H, W, C) in [-0.5, 0.5] -> embeddings (..., E).
 
@@ -66,6 +77,7 @@ class ConvEncoder(keras.layers.Layer):
             keras.layers.Conv2D(depth * 2**i, k, strides=2, padding="valid", name=f"conv{i}",
                                 dtype=self.dtype_policy)
             for i, k in enumerate(self.kernels)]
+        track_layers(self, self.convs)  # [dreamerv2 helper edit] see track_layers
 
     def embed_size(self, image_shape: Sequence[int]) -> int:
         height, width = (conv_out_size(s, self.kernels) for s in image_shape[:2])
@@ -108,6 +120,7 @@ class ConvDecoder(keras.layers.Layer):
                 self.shape[-1] if i == n - 1 else depth * 2 ** (n - i - 2), k, strides=2,
                 padding="valid", name=f"conv{i}", dtype=self.dtype_policy)
             for i, k in enumerate(self.kernels)]
+        track_layers(self, self.convs)  # [dreamerv2 helper edit] see track_layers
 
     def call(self, feat: tf.Tensor) -> tf.Tensor:
         x, lead = _flatten_batch(tf.cast(feat, self.compute_dtype), 1)
@@ -131,6 +144,7 @@ class MLP(keras.layers.Layer):
         self._act = get_act(act)
         self.dense = [keras.layers.Dense(units, name=f"dense{i}", dtype=self.dtype_policy)
                       for i in range(layers)]
+        track_layers(self, self.dense)  # [dreamerv2 helper edit] see track_layers
         self.out = keras.layers.Dense(size, name="out", dtype=self.dtype_policy)
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
