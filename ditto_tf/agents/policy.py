@@ -1,0 +1,147 @@
+"""Policies that act in the true environment from raw observation dicts, batched over envs.
+
+    policy = load_policy(config, logdir, 'ditto', checkpoint)   # or 'dgail', 'dbc', 'bc'
+    obs = VecEnv.stack(vec.reset())
+    while ...:
+        actions = policy(obs)          # (N, A): one-hot rows for discrete envs, else vectors
+        obs = VecEnv.stack(vec.step(list(actions)))
+    policy.load(other_checkpoint)      # e.g. the last 10 checkpoints, world model loaded once
+
+Latent agents (DITTO, D-GAIL, D-BC) filter the frames with the world model's encoder and RSSM
+posterior (`obs_step` with the previous action, reset where `is_first`) and act on the state
+features, as in training. BC acts on the (stacked) frames directly.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from ditto_tf.agents.actor_critic import action_dist, dist_mode, make_actor
+from ditto_tf.agents.runner import action_space
+from ditto_tf.errors import UserError
+
+LATENT_AGENTS = ("ditto", "dgail", "dbc")
+
+
+def _restore(path: str, **objects: Any) -> None:
+    """Restore only `objects` (e.g. the actor) from an agent checkpoint, or a one-line error."""
+    if not tf.io.gfile.exists(f"{path}.index"):
+        raise UserError(f"{path}: agent checkpoint not found")
+    try:
+        tf.train.Checkpoint(**objects).restore(path).expect_partial().assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: checkpoint cannot be restored ({first})") from None
+
+
+class LatentPolicy:
+    """Encoder + RSSM posterior filter + actor; keeps one filter state per env."""
+
+    def __init__(self, config: Any, wm: Any, act_dim: int, discrete: bool,
+                 checkpoint: str | None = None, deterministic: bool = False):
+        self.wm, self.act_dim, self.discrete = wm, act_dim, discrete
+        self.deterministic = deterministic
+        self.actor = make_actor(config, act_dim, discrete)
+        self.actor(tf.zeros([1, wm.rssm.feat_size]))
+        self.state: dict[str, tf.Tensor] | None = None
+        self.prev_action: tf.Tensor | None = None
+        if checkpoint:
+            self.load(checkpoint)
+
+    def load(self, checkpoint: str) -> None:
+        """Load the actor of an agent checkpoint (the world model stays); resets the filter."""
+        _restore(checkpoint, actor=self.actor)
+        self.reset()
+
+    def reset(self) -> None:
+        self.state, self.prev_action = None, None
+
+    @tf.function
+    def _step(self, image: tf.Tensor, is_first: tf.Tensor, state: dict[str, tf.Tensor],
+              prev_action: tf.Tensor, mode: bool) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        data = self.wm.preprocess({"image": image, "action": prev_action, "is_first": is_first})
+        embed = self.wm.encoder(data["image"])
+        post, _ = self.wm.rssm.obs_step(state, data["action"], embed, data["is_first"])
+        dist = action_dist(self.actor(self.wm.rssm.get_feat(post)), self.discrete)
+        action = dist_mode(dist, self.discrete) if mode else dist.sample()
+        return tf.stop_gradient(action), post
+
+    def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """obs: {image (N, H, W, C) uint8, is_first (N,) bool, ...} -> actions (N, A) float32."""
+        image = np.asarray(obs["image"])
+        count = len(image)
+        is_first = np.asarray(obs["is_first"], bool)
+        if self.state is None or int(self.state["deter"].shape[0]) != count:
+            self.state = self.wm.rssm.initial(count)
+            self.prev_action = tf.zeros([count, self.act_dim], tf.float32)
+            is_first = np.ones(count, bool)
+        action, self.state = self._step(tf.constant(image), tf.constant(is_first), self.state,
+                                        self.prev_action, self.deterministic)
+        self.prev_action = action
+        return action.numpy()
+
+
+class BCPolicy:
+    """The pixel BC net on the last `bc.frame_stack` frames of each env."""
+
+    def __init__(self, config: Any, act_dim: int, discrete: bool, checkpoint: str | None = None,
+                 deterministic: bool = False):
+        from ditto_tf.agents.bc import BCNet  # bc.py pulls in the data modules
+
+        self.net = BCNet(config, act_dim, discrete, name="bc")
+        self.discrete, self.deterministic = discrete, deterministic
+        self.frames: np.ndarray | None = None  # (N, k, H, W, C)
+        if checkpoint:
+            self.load(checkpoint)
+
+    def load(self, checkpoint: str) -> None:
+        _restore(checkpoint, bc=self.net)
+        self.reset()
+
+    def reset(self) -> None:
+        self.frames = None
+
+    @tf.function
+    def _act(self, image: tf.Tensor, mode: bool) -> tf.Tensor:
+        dist = self.net.dist(image)
+        return dist_mode(dist, self.discrete) if mode else dist.sample()
+
+    def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        image = np.asarray(obs["image"])
+        is_first = np.asarray(obs["is_first"], bool)
+        k = self.net.frame_stack
+        if self.frames is None or len(self.frames) != len(image):
+            self.frames = np.repeat(image[:, None], k, 1)
+        else:
+            self.frames = np.concatenate([self.frames[:, 1:], image[:, None]], 1)
+            self.frames[is_first] = image[is_first][:, None]  # new episode: repeat its first frame
+        stacked = np.moveaxis(self.frames, 1, -2).reshape(*image.shape[:3], -1)
+        return self._act(tf.constant(stacked), self.deterministic).numpy()
+
+
+def load_policy(config: Any, logdir: str | pathlib.Path, agent: str,
+                checkpoint: str | None = None, wm: Any = None,
+                deterministic: bool = False) -> LatentPolicy | BCPolicy:
+    """The policy of `agent` in `logdir`, loaded from `checkpoint` (default: the newest one).
+
+    Pass `wm` to share one loaded world model between several latent policies.
+    """
+    logdir = pathlib.Path(logdir)
+    if agent not in (*LATENT_AGENTS, "bc"):
+        raise UserError(f"agent {agent!r} is not one of ditto, dgail, dbc, bc")
+    if checkpoint is None:
+        checkpoint = tf.train.latest_checkpoint(str(logdir / agent / "checkpoints"))
+        if checkpoint is None:
+            raise UserError(f"{logdir / agent / 'checkpoints'}: no {agent} checkpoint; train it first")
+    act_dim, discrete = action_space(config)
+    if agent == "bc":
+        return BCPolicy(config, act_dim, discrete, checkpoint, deterministic)
+    if wm is None:
+        from ditto_tf.wm_training import load_world_model
+
+        wm = load_world_model(config, logdir)
+    return LatentPolicy(config, wm, act_dim, discrete, checkpoint, deterministic)
