@@ -353,30 +353,55 @@ def import_checkpoint(pkl: str | pathlib.Path, config: Any, out: str | pathlib.P
         if not np.array_equal(a.numpy(), b.numpy()):
             raise UserError(f"{path}: {a.path} did not survive the checkpoint round trip")
     params = int(sum(np.prod(s.shape) for s in match.layout if s.target is not None))
-    return dict(checkpoint=path, kind=match.kind, tensors=len(values), loaded=count,
+    return dict(checkpoint=path, kind=match.kind, actions=actions, tensors=len(values), loaded=count,
                 parameters=params, discount_head=match.discount, step=step)
 
 
 def world_model_checkpointer(model: Any, config: Any, directory: str | pathlib.Path) -> Any:
-    """The Checkpointer the world-model phase uses: the model and its (fresh) optimizer."""
+    """A Checkpointer laid out as the world-model phase's (wm_training.run): `model` and a fresh
+    `optimizer`, so that `--phase world_model` restores it (and fine-tunes it if its step is
+    below world_model.steps) and the agent phases load it with `load_world_model`."""
     from ditto_tf.checkpoints import Checkpointer
+    from ditto_tf.world_model import WorldModelTrainer
 
-    return Checkpointer(directory, max_to_keep=int(config.keep_checkpoints), wm=model)
+    optimizer = WorldModelTrainer(model, config).optimizer
+    return Checkpointer(directory, int(config.keep_checkpoints), model=model, optimizer=optimizer)
 
 
 def load_world_model(config: Any, directory: str | pathlib.Path, actions: int) -> Any:
     """A ditto_tf WorldModel restored from a checkpoint dir (or a logdir holding one)."""
+    import tensorflow as tf
+
     from ditto_tf import world_model as wm_lib
 
-    directory = pathlib.Path(directory)
+    directory = pathlib.Path(directory).expanduser()
     if (checkpoint_dir(directory) / "checkpoint").is_file():
         directory = checkpoint_dir(directory)
-    if not (directory / "checkpoint").is_file():
+    latest = tf.train.latest_checkpoint(str(directory)) if directory.is_dir() else None
+    if latest is None:
         raise UserError(f"{directory}: no world-model checkpoint (neither a checkpoint dir nor a "
                         "logdir with world_model/checkpoints)")
     model = wm_lib.WorldModel(config, actions)
-    world_model_checkpointer(model, config, directory).restore()
+    try:  # the model alone: a checkpoint may also hold an optimizer
+        tf.train.Checkpoint(model=model).restore(latest).expect_partial() \
+            .assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{latest}: does not fit the world model of this config ({first})") \
+            from None
     return model
+
+
+def write_model_spec(logdir: str | pathlib.Path, actions: int, config: Any) -> None:
+    """LOGDIR/world_model/model.json as the world-model phase writes it (action count and image
+    shape), which the agent phases read to rebuild the model."""
+    import json
+
+    from ditto_tf.files import atomic_write_text
+    from ditto_tf.world_model import image_shape
+
+    spec = {"action_size": int(actions), "image_shape": list(image_shape(config))}
+    atomic_write_text(pathlib.Path(logdir) / "world_model" / "model.json", json.dumps(spec) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,6 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if not (logdir / "config.yaml").exists():
                     config.save(logdir / "config.yaml")
             info = import_checkpoint(args.pickle, config, out, args.actions, args.step)
+            if args.logdir:
+                write_model_spec(args.logdir, info["actions"], config)
             print(f"imported {info['loaded']} tensors ({info['parameters']:,} parameters) of a "
                   f"DreamerV2 {info['kind'].replace('_', ' ')} ({info['tensors']} tensors, "
                   f"discount head {'yes' if info['discount_head'] else 'no'}) -> "
