@@ -17,6 +17,7 @@ import pathlib
 import time
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tqdm
@@ -108,7 +109,7 @@ def run(config: Any, logdir: str | pathlib.Path) -> int:
     wm = config.world_model
     outdir = wm_dir(logdir)
     dirs = train_dirs(config, logdir)
-    tf.random.set_seed(config.seed)
+    keras.utils.set_random_seed(config.seed)  # initial weights and latent samples
     # Only the first batch is needed to learn the shapes; the stream is rebuilt at the restored step.
     spec = make_dataset(dirs, wm.batch, wm.length, config.seed,
                         skip_corrupt=config.data.skip_corrupt).element_spec
