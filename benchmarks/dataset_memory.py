@@ -2,6 +2,7 @@
 
     flock /tmp/ditto_heavy.lock python benchmarks/dataset_memory.py            # temp dir, removed
     flock /tmp/ditto_heavy.lock python benchmarks/dataset_memory.py --dir /tmp/ditto_bench --keep
+    flock /tmp/ditto_heavy.lock python benchmarks/dataset_memory.py --dir /tmp/ditto_bench --cold
 
 Builds (or reuses) `--episodes` x `--length` frames of 64x64x1 Atari-like images (a few sprites
 doing random walks over a static background, so zlib compresses them about as well as real
@@ -117,6 +118,8 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=50)
     parser.add_argument("--batches", type=int, default=500)
     parser.add_argument("--compare-mmap", action="store_true")
+    parser.add_argument("--cold", action="store_true",
+                        help="evict the cache files from the page cache first (reads hit the disk)")
     args = parser.parse_args()
 
     directory = args.dir or pathlib.Path(tempfile.mkdtemp(prefix="ditto_dataset_bench_"))
@@ -138,6 +141,11 @@ def main() -> None:
         print(f"sampler over {sampler.num_episodes} episodes, {sampler.num_steps} frames: "
               f"{time.perf_counter() - start:.1f} s (cache {cache_mb:.0f} MB on disk); {memory_mb()}")
 
+        if args.cold:  # POSIX_FADV_DONTNEED drops only these files' pages, nobody else's
+            for episode in sampler.episodes:
+                fd = os.open(episode.cache, os.O_RDONLY)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                os.close(fd)
         reset_peak()
         dataset = sampler.dataset()
         iterator = iter(dataset)
@@ -150,7 +158,8 @@ def main() -> None:
             checksum += int(batch["image"][0, 0, 0, 0, 0])
         seconds = time.perf_counter() - start
         memory = memory_mb()
-        print(f"tf.data + pread: {args.batches / seconds:.1f} batches/s "
+        print(f"tf.data + pread{' (cold page cache)' if args.cold else ''}: "
+              f"{args.batches / seconds:.1f} batches/s "
               f"({args.batch}x{args.seq}, {args.batches} batches in {seconds:.1f} s); "
               f"peak RSS {memory['VmHWM']:.0f} MB, RSS {memory['VmRSS']:.0f} MB")
         del iterator, dataset
