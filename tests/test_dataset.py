@@ -135,6 +135,10 @@ def test_cache_built_once_and_rebuilt_when_source_changes(episode_dir):
     sampler = SequenceSampler(episode_dir, B, L, seed=0)
     images = [sampler.sample_batch(i)["image"][:, 0, 0, 1, 0] for i in range(30)]
     assert 7 in np.concatenate(images) and 1 not in np.concatenate(images)
+    (episode_dir / "000003-40.npz").unlink()  # a deleted episode's cache is removed too
+    SequenceSampler(episode_dir, B, L, seed=0)
+    assert sorted(p.name for p in (episode_dir / ".cache").iterdir()) == [
+        "000000-10.npz", "000001-25.npz", "000002-3.npz"]
 
 
 def test_damaged_cache_is_rebuilt(episode_dir, tmp_path):

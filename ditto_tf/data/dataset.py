@@ -125,6 +125,14 @@ def _write_cache(
     return _Episode(source, cache, len(data["image"]), _array_offsets(cache, keys))
 
 
+def _prune_cache(cache_root: pathlib.Path, names: set[str]) -> None:
+    """Delete cache files whose episode file no longer exists (they would only waste disk)."""
+    if cache_root.is_dir():
+        for cache in cache_root.glob("*.npz"):
+            if cache.name not in names:
+                cache.unlink(missing_ok=True)
+
+
 class SequenceSampler:
     """Samples (batch, length) sequence batches from episode directories through a disk cache.
 
@@ -195,9 +203,8 @@ class SequenceSampler:
     ) -> list[_Episode]:
         if not directory.is_dir():
             raise UserError(f"{directory}: episode directory not found")
-        paths = list_episodes(directory, skip_corrupt=skip_corrupt, check=False)
-        if limit is not None and not skip_corrupt:
-            paths = paths[:limit]
+        all_paths = list_episodes(directory, skip_corrupt=skip_corrupt, check=False)
+        paths = all_paths[:limit] if limit is not None and not skip_corrupt else all_paths
         if not paths:
             raise UserError(f"{directory}: no episode files (<index>-<length>.npz)")
         if cache_dir:  # one subfolder per source directory keeps same-named episodes apart
@@ -205,6 +212,7 @@ class SequenceSampler:
             cache_root = pathlib.Path(cache_dir) / f"{directory.name}-{digest}"
         else:
             cache_root = directory / CACHE_DIRNAME
+        _prune_cache(cache_root, {path.name for path in all_paths})
         episodes = []
         progress = tqdm.tqdm(paths, desc=f"episode cache {directory}", unit="ep",
                              disable=len(paths) < 50, leave=False)
