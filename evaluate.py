@@ -38,6 +38,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="rollouts of the random policy and of the expert (default K x E)")
     parser.add_argument("--agents", nargs="+", choices=AGENTS, default=list(AGENTS),
                         help="evaluate only these agents")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="agents act with their policy's mode instead of sampling")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -52,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             value = getattr(args, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')}: must be at least 1, got {value}")
-        protocol = Protocol(args.checkpoints, args.episodes, args.envs, args.reference_episodes)
+        protocol = Protocol(args.checkpoints, args.episodes, args.envs, args.reference_episodes,
+                            args.deterministic)
         report(args.logdirs, args.out, protocol, args.agents, progress=not args.quiet)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

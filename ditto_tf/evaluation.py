@@ -31,7 +31,7 @@ import numpy as np
 
 from ditto_tf.config import Config
 from ditto_tf.errors import UserError
-from ditto_tf.runs import (AGENTS, Run, find_runs, checkpoint_signature, checkpoint_step, env_signature,
+from ditto_tf.runs import (AGENTS, Run, check_readable, find_runs, checkpoint_signature, checkpoint_step, env_signature,
                            list_checkpoints, offline_summary, read_json, write_json)
 
 EVAL_SEED = 10**6                           # eval env seeds are disjoint from collection seeds
@@ -145,18 +145,23 @@ class RandomActor:
 
 
 class ExpertActor:
-    """One expert per env: the expert acts on that env's native observation (`expert.act(env)`)."""
+    """The expert acting on every env's native observation (`expert.act_batch(envs)`), its
+    per-env state (frame stacks, Atari reset actions) reset at each env's `is_first`."""
 
-    def __init__(self, envs: Sequence[Any], experts: Sequence[Any]):
-        self.envs, self.experts = list(envs), list(experts)
+    def __init__(self, envs: Sequence[Any], expert: Any, seed: int):
+        self.envs, self.expert = list(envs), expert
+        try:  # zoo agents sample from torch's global generator: seed it for repeatable scores
+            import torch
+
+            torch.manual_seed(seed)
+        except ImportError:
+            pass
 
     def __call__(self, obs: dict[str, np.ndarray]) -> list[Any]:
-        actions = []
-        for i, (env, expert) in enumerate(zip(self.envs, self.experts)):
-            if obs["is_first"][i]:
-                expert.reset()
-            actions.append(expert.act(env))
-        return actions
+        for i, first in enumerate(obs["is_first"]):
+            if first:
+                self.expert.reset(i)
+        return list(self.expert.act_batch(self.envs))
 
 
 def eval_seed(config: Config) -> int:
@@ -199,6 +204,7 @@ class Protocol:
     episodes: int | None = None
     envs: int | None = None
     reference_episodes: int | None = None   # None: checkpoints x episodes, as for the agents
+    deterministic: bool = False             # act with the policy's mode instead of sampling
 
     def resolve(self, config: Config) -> "Protocol":
         k = int(self.checkpoints or config.eval.checkpoints)
@@ -207,7 +213,7 @@ class Protocol:
         for key, value in (("checkpoints", k), ("episodes", e), ("envs", n)):
             if value < 1:
                 raise UserError(f"eval.{key}: must be at least 1, got {value}")
-        return Protocol(k, e, n, int(self.reference_episodes or k * e))
+        return Protocol(k, e, n, int(self.reference_episodes or k * e), self.deterministic)
 
 
 def _play(config: Config, protocol: Protocol, seed: int, episodes: int,
@@ -224,10 +230,10 @@ def _play(config: Config, protocol: Protocol, seed: int, episodes: int,
     return {"returns": returns, "lengths": lengths}
 
 
-def _load_experts(config: Config, count: int) -> list[Any]:
+def _load_expert(config: Config) -> Any:
     from ditto_tf.experts import load_expert  # torch and the zoo: only when needed
 
-    return [load_expert(config) for _ in range(count)]
+    return load_expert(config)
 
 
 def _manifest_expert(logdirs: Sequence[pathlib.Path]) -> dict[str, Any] | None:
@@ -295,7 +301,7 @@ class _References:
         if "expert" not in self.data:
             progress.set_description(f"expert {config.task}")
             try:
-                experts = _load_experts(config, min(protocol.envs, n))
+                expert = _load_expert(config)
             except UserError as e:
                 fallback = _manifest_expert(self.logdirs)
                 if fallback is None:
@@ -306,7 +312,8 @@ class _References:
                 self.data["expert"] = fallback
             else:
                 self.data["expert"] = _play(config, protocol, EVAL_SEED, n,
-                                            lambda envs: ExpertActor(envs, experts), progress)
+                                            lambda envs: ExpertActor(envs, expert, EVAL_SEED),
+                                            progress)
             self._save()
 
     def _save(self) -> None:
@@ -332,7 +339,7 @@ class _Plan:
     def key(self, prefix: str) -> dict[str, Any]:
         return {"checkpoint": checkpoint_signature(prefix), "env": env_signature(eval_config(
             self.run.config)), "episodes": self.protocol.episodes, "envs": self.protocol.envs,
-            "seed": eval_seed(self.run.config)}
+            "seed": eval_seed(self.run.config), "deterministic": self.protocol.deterministic}
 
     def cache(self, prefix: str) -> pathlib.Path:
         return self.run.cache_dir / f"{pathlib.Path(prefix).name}.json"
@@ -357,6 +364,8 @@ def plan(runs: Sequence[Run], protocol: Protocol = Protocol()) -> list[_Plan]:
             data = read_json(item.cache(prefix))
             if data is not None and data.get("key") == item.key(prefix):
                 item.done[prefix] = data
+            else:
+                check_readable(prefix)
         plans.append(item)
     return plans
 
@@ -381,7 +390,7 @@ def evaluate(runs: Sequence[Run], protocol: Protocol = Protocol(),
         for item in plans:
             if not item.todo:
                 continue
-            policy = _policy_loader(item.run)
+            policy = _policy_loader(item.run, item.protocol.deterministic)
             for prefix in item.todo:
                 bar.set_description(f"{item.run.name} {pathlib.Path(prefix).name}")
                 actor = policy(prefix)
@@ -403,22 +412,31 @@ def evaluate(runs: Sequence[Run], protocol: Protocol = Protocol(),
     return results
 
 
-def _policy_loader(run: Run) -> Callable[[str], Actor]:
-    """Build the agent's policy once; return `prefix -> actor` restoring that checkpoint.
+def _policy_loader(run: Run, deterministic: bool) -> Callable[[str], Actor]:
+    """`prefix -> actor`: the agent's policy built once (world model loaded once), restored
+    from each checkpoint in turn.
 
     The policy acts from raw observation dicts batched over envs (encoder + RSSM posterior filter
     + actor for the latent agents, the pixel CNN for BC), resetting its state at `is_first`.
     """
-    from ditto_tf.agents import policy as policies
+    from ditto_tf.agents.policy import load_policy
+
+    policy: Any = None
 
     def load(prefix: str) -> Actor:
+        nonlocal policy
         try:
-            return policies.load_policy(run.config, run.logdir, run.agent, checkpoint=prefix)
+            if policy is None:
+                policy = load_policy(run.config, run.logdir, run.agent, checkpoint=prefix,
+                                     deterministic=deterministic)
+            else:
+                policy.load(prefix)
         except UserError:
             raise
         except Exception as e:  # a damaged checkpoint file: name it, in one line
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"{prefix}: cannot load the {run.agent} policy ({first})") from None
+        return policy
 
     return load
 

@@ -28,20 +28,22 @@ COLUMNS = ["env", "agent", "n_expert", "horizon", "seeds", "checkpoints", "episo
 
 
 def dreamerv2_score(task: str) -> float:
-    """DreamerV2's published final Atari score for `task` (online RL, sticky actions), if the
-    table in `ditto_tf.dreamerv2` is available; NaN otherwise."""
+    """DreamerV2's published final Atari score for `task` (online RL with the true reward and
+    sticky actions: a reference, not a baseline) from `ditto_tf.dreamerv2`; NaN if none."""
     try:
-        from ditto_tf import dreamerv2
-    except Exception:  # optional module (another part of the project); absent or broken: no column
+        from ditto_tf.dreamerv2 import dreamerv2_score as published
+    except ImportError:  # optional module
         return math.nan
-    table = getattr(dreamerv2, "ATARI_SCORES", None) or getattr(dreamerv2, "REFERENCE_SCORES", None)
-    if not isinstance(table, dict) or not task.startswith("atari_"):
-        return math.nan
-    game = task[len("atari_"):]
-    for key, value in table.items():
-        if str(key).lower().replace("_", "") in (game.replace("_", ""), task.replace("_", "")):
-            return float(value)
-    return math.nan
+    score = published(task)
+    return math.nan if score is None else float(score)
+
+
+def dreamerv2_label() -> str:
+    try:
+        from ditto_tf.dreamerv2 import DREAMERV2_SCORES_LABEL
+    except ImportError:
+        return "DreamerV2 (online RL, sticky actions)"
+    return DREAMERV2_SCORES_LABEL
 
 
 # ----------------------------------------------------------------------------- aggregation
@@ -100,7 +102,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     header = ["env", "agent", "N_E", "H", "seeds", "ckpts x eps", "return", "expert-norm.",
               "random", "expert", "L_d", "accuracy"]
     if dreamer:
-        header.append("DreamerV2 (online RL, sticky)")
+        header.append(dreamerv2_label())
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [r["env"], LABELS.get(r["agent"], r["agent"]), str(r["n_expert"]),
@@ -156,8 +158,14 @@ def _references(ax: Any, row: dict[str, Any]) -> None:
     ax.axhline(row["expert"], color="black", ls="--", lw=1, label="expert")
     ax.axhline(row["random"], color="gray", ls=":", lw=1, label="random")
     if not math.isnan(row["dreamerv2_online"]):
-        ax.axhline(row["dreamerv2_online"], color="purple", ls="-.", lw=1,
-                   label="DreamerV2 (online RL, sticky actions)")
+        ax.axhline(row["dreamerv2_online"], color="purple", ls="-.", lw=1, label=dreamerv2_label())
+
+
+def _mean_se(ax: Any, x: np.ndarray, y: np.ndarray, se: np.ndarray, color: str, label: str) -> None:
+    """A mean line with ±1 SE shaded (and as error bars, visible for a single point too)."""
+    ax.plot(x, y, marker="o", color=color, label=label)
+    ax.fill_between(x, y - se, y + se, color=color, alpha=0.2, lw=0)
+    ax.errorbar(x, y, yerr=se, fmt="none", ecolor=color, capsize=3, lw=1)
 
 
 def _line_label(agent: str, horizon: Any, horizons: set) -> str:
@@ -179,11 +187,12 @@ def plot_return_vs_experts(rows: Sequence[dict[str, Any]], out: pathlib.Path) ->
                 x = np.array([r["n_expert"] for r in line], float)
                 y = np.array([r["return_mean"] for r in line])
                 se = np.nan_to_num(np.array([r["return_se"] for r in line]))
-                ax.plot(x, y, marker="o", color=COLORS[agent], label=_line_label(agent, horizon, horizons))
-                ax.fill_between(x, y - se, y + se, color=COLORS[agent], alpha=0.2, lw=0)
+                _mean_se(ax, x, y, se, COLORS[agent], _line_label(agent, horizon, horizons))
         _references(ax, mine[0])
-        if len({r["n_expert"] for r in mine}) > 1:
+        values = sorted({r["n_expert"] for r in mine})
+        if len(values) > 1:
             ax.set_xscale("log", base=2)
+        ax.set_xticks(values, [str(v) for v in values])
         ax.set(xlabel="expert episodes $N_E$", ylabel="return (true env)", title=task)
         ax.legend(fontsize=7)
         paths.append(_save(fig, out / f"fig3_{task}.png"))
@@ -207,8 +216,7 @@ def plot_horizon(rows: Sequence[dict[str, Any]], out: pathlib.Path) -> list[path
                 x = np.array([r["horizon"] for r in line], float)
                 y = np.array([r["return_mean"] for r in line])
                 se = np.nan_to_num(np.array([r["return_se"] for r in line]))
-                ax.plot(x, y, marker="o", color=COLORS[agent], label=LABELS[agent])
-                ax.fill_between(x, y - se, y + se, color=COLORS[agent], alpha=0.2, lw=0)
+                _mean_se(ax, x, y, se, COLORS[agent], LABELS[agent])
             _references(ax, mine[0])
             ax.set(xlabel="training horizon H", ylabel="return (true env)",
                    title=f"{task}, $N_E$={n_expert}")
@@ -252,7 +260,7 @@ def plot_training(results: Sequence["RunResult"], out: pathlib.Path) -> list[pat
         for ax in axes:
             if ax.lines:
                 ax.legend(fontsize=7)
-        fig.suptitle(f"{task}, $N_E$={n_expert}")
+        fig.suptitle(f"{task}, $N_E$={n_expert}", y=1.04)
         paths.append(_save(fig, out / f"fig2_{task}_ne{n_expert}.png"))
     return paths
 

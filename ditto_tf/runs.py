@@ -131,6 +131,20 @@ def list_checkpoints(run: Run, count: int) -> list[str]:
     return prefixes
 
 
+def check_readable(prefix: str) -> None:
+    """Read every tensor of a checkpoint: a truncated or corrupt one fails here, before any
+    rollout, with a one-line error naming it."""
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as e:  # DataLossError, NotFoundError, ... from the checkpoint reader
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{prefix}: checkpoint unreadable ({type(e).__name__}: {first[:120]})") from None
+
+
 def checkpoint_signature(prefix: str) -> str:
     """A hash of the checkpoint's index file: a retrained checkpoint invalidates its cache."""
     return hashlib.sha1(pathlib.Path(prefix + ".index").read_bytes()).hexdigest()[:16]

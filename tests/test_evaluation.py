@@ -1,0 +1,237 @@
+"""Evaluation: protocol arithmetic, rollouts in real envs, tables and plots from a real tiny run,
+caching, one-line errors for missing or broken checkpoints, and the sweep's plan and layout.
+
+The session fixture trains every phase on pixel CartPole with the `debug` config (real env, real
+zoo expert when present, else the random expert; real world model and agents), then evaluates.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import evaluate
+import train
+from conftest import ZOO_DIR
+from ditto_tf import sweep
+from ditto_tf.config import load_config
+from ditto_tf.envs import make_env
+from ditto_tf.evaluation import (Protocol, RandomActor, Score, normalize, plan, quotas, report,
+                                 rollout, summarize)
+from ditto_tf.runs import AGENTS, find_runs
+
+PROTOCOL = Protocol(checkpoints=2, episodes=3, envs=2, reference_episodes=4)
+
+
+def _flags() -> list[str]:
+    if ZOO_DIR is not None:
+        return ["--expert.folder", str(ZOO_DIR)]
+    return ["--expert.source", "random"]
+
+
+# ----------------------------------------------------------------------------- arithmetic
+
+def test_summarize_counts_and_standard_error():
+    returns = [[1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0], [0.0, 0.0, 0.0, 0.0]]
+    score = summarize(returns)
+    assert score.checkpoints == 3 and score.episodes == 12
+    assert score.mean == pytest.approx(30.0 / 12.0)
+    # per-checkpoint means 2.5, 5, 0: sample std 2.5, SE 2.5 / sqrt(3)
+    assert score.se == pytest.approx(2.5 / math.sqrt(3.0))
+    flat = np.array(sum(returns, []))
+    by_hand = math.sqrt(((flat - flat.mean()) ** 2).sum() / 11.0) / math.sqrt(12.0)
+    assert score.se_rollouts == pytest.approx(by_hand)
+
+
+def test_single_checkpoint_uses_the_rollouts_spread():
+    score = summarize([[2.0, 4.0]])
+    assert (score.checkpoints, score.episodes, score.mean) == (1, 2, 3.0)
+    assert score.se == pytest.approx(math.sqrt(2.0) / math.sqrt(2.0))
+    assert math.isnan(summarize([[7.0]]).se)
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_expert_normalisation():
+    assert normalize(60.0, random=10.0, expert=110.0) == pytest.approx(0.5)
+    assert normalize(10.0, 10.0, 110.0) == 0.0 and normalize(110.0, 10.0, 110.0) == 1.0
+    assert normalize(-21.0, random=-20.0, expert=0.0) == pytest.approx(-0.05)
+    assert math.isnan(normalize(5.0, 3.0, 3.0))
+    score = Score(mean=60.0, se=5.0, se_rollouts=1.0, checkpoints=10, episodes=200)
+    assert score.normalized(10.0, 110.0) == (pytest.approx(0.5), pytest.approx(0.05))
+
+
+def test_quotas_split_episodes_over_envs_up_front():
+    assert quotas(20, 4) == [5, 5, 5, 5]
+    assert quotas(5, 3) == [2, 2, 1]
+    assert quotas(2, 4) == [1, 1]
+    assert sum(quotas(200, 7)) == 200
+
+
+def test_rollout_plays_full_episodes_in_a_real_env(tiny_config):
+    config = load_config(["cartpole", "debug"])
+
+    def play(count: int) -> tuple[list[float], list[int]]:
+        envs = [make_env(config, 100 + i) for i in range(count)]
+        actor = RandomActor(envs[0].act_space, seed=3)
+        return rollout(envs, actor, episodes=5)
+
+    returns, lengths = play(3)
+    assert len(returns) == len(lengths) == 5
+    assert returns == [float(n) for n in lengths]  # CartPole: +1 per step, episodes run to the end
+    assert all(1 <= n <= config.env.time_limit for n in lengths)
+    assert play(3) == (returns, lengths)  # a function of the env seeds and the actor's seed
+
+
+# ----------------------------------------------------------------------------- a real tiny run
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> pathlib.Path:
+    """Every phase on pixel CartPole `debug`, then the evaluation report."""
+    logdir = tmp_path_factory.mktemp("eval") / "run"
+    for phase in train.PIPELINE:
+        code = train.main(["--configs", "cartpole", "debug", "--logdir", str(logdir),
+                           "--phase", phase, *_flags()])
+        assert code == 0, f"phase {phase} failed"
+    return logdir
+
+
+@pytest.fixture(scope="session")
+def reported(trained_run) -> dict:
+    out = trained_run / "results"
+    return report([trained_run], out, PROTOCOL, progress=False, echo=lambda text: None)
+
+
+def test_report_table_matches_the_cached_rollouts(trained_run, reported):
+    rows = reported["rows"]
+    assert [r["agent"] for r in rows] == list(AGENTS)
+    reference = json.loads((trained_run / "eval" / "reference.json").read_text())
+    random = np.mean(reference["random"]["returns"])
+    expert = np.mean(reference["expert"]["returns"])
+    assert len(reference["random"]["returns"]) == len(reference["expert"]["returns"]) == 4
+    for row in rows:
+        caches = sorted((trained_run / "eval" / row["agent"]).glob("ckpt-*.json"))
+        assert len(caches) == PROTOCOL.checkpoints == row["checkpoints"]
+        returns = [json.loads(p.read_text())["returns"] for p in caches]
+        assert all(len(r) == PROTOCOL.episodes for r in returns)
+        assert row["episodes"] == PROTOCOL.checkpoints * PROTOCOL.episodes
+        assert row["return_mean"] == pytest.approx(np.mean(returns))
+        assert row["return_se"] == pytest.approx(
+            np.std([np.mean(r) for r in returns], ddof=1) / math.sqrt(len(returns)))
+        assert (row["random"], row["expert"]) == (pytest.approx(random), pytest.approx(expert))
+        assert row["normalized"] == pytest.approx((row["return_mean"] - random) / (expert - random))
+        assert row["n_expert"] == 2 and row["seeds"] == 1
+        assert 0.0 <= row["action_accuracy"] <= 1.0
+        if row["agent"] == "bc":
+            assert math.isnan(row["latent_distance"]) and row["horizon"] == ""
+        else:
+            assert 0.0 <= row["latent_distance"] <= 2.0
+
+
+def test_tables_and_plots_are_written(trained_run, reported):
+    out = trained_run / "results"
+    markdown = (out / "results.md").read_text().strip().splitlines()
+    assert len(markdown) == 2 + len(AGENTS) and "DITTO" in markdown[2]
+    with open(out / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["agent"] for r in table] == list(AGENTS)
+    for written, row in zip(table, reported["rows"]):
+        assert float(written["return_mean"]) == pytest.approx(row["return_mean"])
+    names = {p.name for p in reported["files"] if p.suffix == ".png"}
+    assert names == {"fig3_gym_CartPole-v1.png", "fig2_gym_CartPole-v1_ne2.png"}
+    for name in names:
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
+
+
+def test_rerun_reads_the_caches(trained_run, reported):
+    caches = sorted((trained_run / "eval").rglob("*.json"))
+    stamps = [p.stat().st_mtime_ns for p in caches]
+    plans = plan(find_runs([trained_run]), PROTOCOL)
+    assert all(not p.todo for p in plans) and all(p.references.pending == 0 for p in plans)
+    again = report([trained_run], trained_run / "results", PROTOCOL, progress=False,
+                   echo=lambda text: None)
+    assert [r["return_mean"] for r in again["rows"]] == [r["return_mean"] for r in reported["rows"]]
+    assert [p.stat().st_mtime_ns for p in caches] == stamps
+    # more episodes per checkpoint is a different protocol: those caches are not reused
+    bigger = plan(find_runs([trained_run]), Protocol(2, 4, 2, 4))
+    assert all(len(p.todo) == 2 for p in bigger)
+
+
+def _copy_agent(run: pathlib.Path, dest: pathlib.Path, agent: str) -> pathlib.Path:
+    dest.mkdir(parents=True)
+    shutil.copy(run / "config.yaml", dest / "config.yaml")
+    shutil.copytree(run / agent, dest / agent)
+    return dest
+
+
+def _cli_error(capsys, argv: list[str]) -> str:
+    code = evaluate.main([*argv, "--quiet", "--checkpoints", "2", "--episodes", "1", "--envs", "1",
+                          "--reference-episodes", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_missing_checkpoint_is_a_one_line_error(trained_run, tmp_path, capsys):
+    run = _copy_agent(trained_run, tmp_path / "run", "bc")
+    shutil.rmtree(run / "bc" / "checkpoints")
+    assert str(run / "bc" / "checkpoints") in _cli_error(capsys, [str(run)])
+    assert str(tmp_path / "nothing") in _cli_error(capsys, [str(tmp_path / "nothing")])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert str(empty / "config.yaml") in _cli_error(capsys, [str(empty)])
+
+
+def test_broken_checkpoint_is_a_one_line_error(trained_run, tmp_path, capsys):
+    run = _copy_agent(trained_run, tmp_path / "run", "bc")
+    newest = sorted((run / "bc" / "checkpoints").glob("ckpt-*.index"))[-1].with_suffix("")
+    data = next(newest.parent.glob(newest.name + ".data-*"))
+    data.write_bytes(data.read_bytes()[:20])  # truncated, as by a full disk
+    assert str(newest) in _cli_error(capsys, [str(run)])
+    data.unlink()
+    assert str(newest) in _cli_error(capsys, [str(run)])
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+def test_sweep_plan_and_shards():
+    runs = sweep.plan(["cartpole"], list(AGENTS), [1, 4], [5, 15], [0, 1])
+    # ditto and dgail for each H, dbc and bc once: 6 runs per (N_E, seed)
+    assert len(runs) == 2 * 2 * 6
+    assert len({r.name for r in runs}) == len(runs)
+    assert {r.horizon for r in runs if r.agent in ("dbc", "bc")} == {None}
+    shards = [sweep.shard(runs, f"{i}/3") for i in range(3)]
+    assert sorted(sum(shards, []), key=runs.index) == runs
+    assert all(abs(len(s) - len(runs) / 3) < 1 for s in shards)
+    with pytest.raises(Exception, match="--shard"):
+        sweep.shard(runs, "3/3")
+
+
+def test_sweep_trains_runs_over_a_shared_world_model(trained_run, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    shared = out / "cartpole" / "shared"
+    shared.mkdir(parents=True)
+    for name in ("config.yaml", "data", "world_model"):  # the shared stage of a finished sweep
+        (shared / name).symlink_to(trained_run / name)
+    argv = ["--envs", "cartpole", "--configs", "debug", "--out", str(out), "--agents", "dbc",
+            "--experts", "1", "--stage", "runs", "--", *_flags()]
+    assert sweep.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "--phase dbc --agent.expert_episodes 1" in printed
+    logdir = out / "cartpole" / "dbc-ne1-s0"
+    assert (logdir / "data").resolve() == (trained_run / "data").resolve()
+    (result,) = find_runs([logdir])
+    assert (result.agent, result.n_expert, result.horizon) == ("dbc", 1, None)
+    assert sweep.latest_step(logdir / "dbc" / "checkpoints") == load_config(["debug"]).dbc.steps
+    assert sweep.main(argv) == 0  # finished runs are skipped, not retrained
+    assert "skipped" in capsys.readouterr().out
