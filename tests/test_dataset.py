@@ -165,6 +165,10 @@ def test_corrupt_episode_fails_or_is_skipped(episode_dir, caplog):
     broken.write_bytes(b"")
     limited = SequenceSampler(episode_dir, B, 2, seed=0, skip_corrupt=True, limit=2)
     assert limited.num_steps == 25 + 3  # the limit counts valid episodes
+    for other in episode_dir.glob("*.npz"):
+        other.write_bytes(b"")
+    with pytest.raises(UserError, match=f"{episode_dir}: no readable episode files"):
+        SequenceSampler(episode_dir, B, L, seed=0, skip_corrupt=True)
 
 
 def test_unwritable_cache_is_one_line_error(episode_dir, tmp_path):

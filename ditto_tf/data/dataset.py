@@ -232,6 +232,8 @@ class SequenceSampler:
                     continue
                 episode = _write_cache(path, stamp, data, cache, self.keys)
             episodes.append(episode)
+        if not episodes:
+            raise UserError(f"{directory}: no readable episode files (all {len(paths)} skipped)")
         return episodes
 
     @property
