@@ -15,6 +15,9 @@ DreamerV2's own `agent.Agent` on its `atari` config with those sizes in float32,
 - `reference.npz`     fixed inputs and DreamerV2's outputs on them (keys listed in `main`)
 
 Nothing here is copied into ditto_tf: this file only calls DreamerV2's public objects.
+
+The helpers `install`, `spec_for`, `run` and `differences` are for the ditto_tf side (tests and
+benchmarks/dreamerv2_roundtrip.py import this file; only `main` needs legacy Keras).
 """
 
 from __future__ import annotations
@@ -23,8 +26,119 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
+import subprocess
 import sys
+import tempfile
 import types
+from typing import Any
+
+VERSION = "2.2.0"
+DEFAULT_CACHE = pathlib.Path("~/.cache/ditto_tf").expanduser() / f"dreamerv2-{VERSION}"
+
+
+def install(cache: pathlib.Path | None = None) -> pathlib.Path:
+    """The `dreamerv2` package folder, pip-installed (no deps) into `cache` on first use
+    (default $DITTO_DREAMERV2_CACHE or ~/.cache/ditto_tf/dreamerv2-2.2.0). Raises RuntimeError
+    with pip's last line when the install fails."""
+    cache = pathlib.Path(cache or os.environ.get("DITTO_DREAMERV2_CACHE", DEFAULT_CACHE))
+    cache = cache.expanduser()
+    package = cache / "dreamerv2"
+    if (package / "agent.py").is_file():
+        return package
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{cache.name}."))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp),
+             f"dreamerv2=={VERSION}"], capture_output=True, text=True, timeout=300)
+        if result.returncode != 0 or not (tmp / "dreamerv2" / "agent.py").is_file():
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"cannot install dreamerv2=={VERSION} from PyPI: {last}")
+        shutil.rmtree(cache, ignore_errors=True)  # a broken earlier install
+        try:
+            tmp.rename(cache)  # appears complete or not at all
+        except OSError:  # another process installed it meanwhile
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return package
+
+
+def spec_for(config: Any, actions: int, **changes: Any) -> dict:
+    """DreamerV2 sizes equal to a ditto_tf config's world model (the script's spec.json)."""
+    wm = config.world_model
+    spec = dict(
+        image=[*config.env.size, 1 if config.env.grayscale else 3], actions=actions,
+        deter=wm.rssm.deter, hidden=wm.rssm.hidden, stoch=wm.rssm.stoch,
+        discrete=wm.rssm.discrete, encoder_depth=wm.encoder.depth,
+        encoder_kernels=list(wm.encoder.kernels), decoder_depth=wm.decoder.depth,
+        decoder_kernels=list(wm.decoder.kernels), head_layers=4, head_units=400,
+        actor_critic_layers=2, actor_critic_units=32, pred_discount=True, batch=4, length=8,
+        train_steps=2, eval_batch=3, eval_length=12, context=5, seed=0)
+    spec.update(changes)
+    return spec
+
+
+def run(package: pathlib.Path, spec: dict, out: pathlib.Path, timeout: float = 600) -> None:
+    """Run `main` in a legacy-Keras subprocess; RuntimeError with its stderr tail on failure."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.json").write_text(json.dumps(spec))
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, str(pathlib.Path(__file__).resolve()), "--package", str(package),
+         "--spec", str(out / "spec.json"), "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"DreamerV2 reference run failed:\n{result.stderr[-3000:]}")
+
+
+def differences(model: Any, ref: Any, heads: bool) -> dict[str, float]:
+    """Max abs difference of a ditto_tf WorldModel's outputs from DreamerV2's in `ref` (the
+    loaded reference.npz), on the same inputs. Runs in the ditto_tf (Keras 3) process."""
+    import numpy as np
+    import tensorflow as tf
+
+    out: dict[str, float] = {}
+
+    def diff(name: str, ours: Any, theirs: Any) -> None:
+        ours, theirs = np.asarray(ours, np.float32), np.asarray(theirs, np.float32)
+        if ours.shape != theirs.shape:
+            raise AssertionError(f"{name}: shape {ours.shape}, DreamerV2 {theirs.shape}")
+        out[name] = max(out.get(name, 0.0), float(np.abs(ours - theirs).max()))
+
+    batch = {k[len("input_"):]: ref[k] for k in ref.files if k.startswith("input_")}
+    data = model.preprocess(batch)
+    embed = model.encoder(data["image"])
+    diff("embed", embed, ref["embed"])
+    # The filter with modes (sample=False) over a sequence with a reset in the middle.
+    post, prior = model.rssm.observe(embed, data["action"], data["is_first"], sample=False)
+    diff("posterior logits", post["logit"], ref["post_logit"])
+    diff("prior logits", prior["logit"], ref["prior_logit"])
+    diff("deter", post["deter"], ref["post_deter"])
+    feat = model.rssm.get_feat(post)
+    diff("decoder mean", model.decoder(feat), ref["decoder_mean"])
+    if heads:
+        diff("reward mean", model.reward_head(feat)[..., 0], ref["reward_mean"])
+        diff("discount mean", tf.sigmoid(model.discount_head(feat)[..., 0]), ref["discount_mean"])
+    # DreamerV2's own sampled `observe`: replay its samples step by step through obs_step.
+    state = model.rssm.initial(ref["input_image"].shape[0])
+    for t in range(ref["input_image"].shape[1]):
+        post_t, prior_t = model.rssm.obs_step(state, data["action"][:, t], embed[:, t],
+                                              data["is_first"][:, t], sample=False)
+        diff("sampled-filter posterior logits", post_t["logit"], ref["sampled_post_logit"][:, t])
+        diff("sampled-filter prior logits", prior_t["logit"], ref["sampled_prior_logit"][:, t])
+        state = {"stoch": tf.constant(ref["sampled_post_stoch"][:, t]),
+                 "deter": tf.constant(ref["sampled_post_deter"][:, t]),
+                 "logit": tf.constant(ref["sampled_post_logit"][:, t])}
+    # Open loop from the filtered state at context - 1 under the true actions.
+    context = ref["input_image"].shape[1] - ref["openloop_logit"].shape[1]
+    start = {k: v[:, context - 1] for k, v in post.items()}
+    openloop = model.rssm.rollout(data["action"][:, context:], start, sample=False)
+    diff("open-loop prior logits", openloop["logit"], ref["openloop_logit"])
+    diff("open-loop decoder mean", model.decoder(model.rssm.get_feat(openloop)),
+         ref["openloop_decoder_mean"])
+    return out
 
 
 def install_shims(package: pathlib.Path) -> None:

@@ -10,22 +10,19 @@ tests import the pickle with `python -m ditto_tf.dreamerv2 import` and compare i
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import shutil
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import dreamerv2_reference  # noqa: E402  (tests/dreamerv2_reference.py: set-up helpers)
 
 from ditto_tf import dreamerv2
 from ditto_tf.config import load_config
 from ditto_tf.errors import UserError
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-VERSION = "2.2.0"
 TOLERANCE = 1e-4
 # The debug block (gym_CartPole-v1, 32x32 gray, 2 actions) with DreamerV2's optional heads on.
 OVERRIDES = ["--precision", "float32", "--world_model.reward_head", "true",
@@ -33,59 +30,15 @@ OVERRIDES = ["--precision", "float32", "--world_model.reward_head", "true",
 NO_HEADS = ["--precision", "float32"]
 
 
-def _install_dreamerv2() -> pathlib.Path:
-    """The `dreamerv2` package folder, pip-installed (no deps) into the cache on first use."""
-    default = pathlib.Path("~/.cache/ditto_tf").expanduser() / f"dreamerv2-{VERSION}"
-    cache = pathlib.Path(os.environ.get("DITTO_DREAMERV2_CACHE", default)).expanduser()
-    package = cache / "dreamerv2"
-    if (package / "agent.py").is_file():
-        return package
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{cache.name}."))
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp),
-             f"dreamerv2=={VERSION}"], capture_output=True, text=True, timeout=300)
-        if result.returncode != 0 or not (tmp / "dreamerv2" / "agent.py").is_file():
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            pytest.skip(f"cannot install dreamerv2=={VERSION} from PyPI: {last}")
-        shutil.rmtree(cache, ignore_errors=True)  # a broken earlier install
-        try:
-            tmp.rename(cache)  # appears complete or not at all
-        except OSError:  # another session installed it meanwhile
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return package
-
-
-def reference_spec(config, actions: int) -> dict:
-    """DreamerV2 sizes equal to the ditto_tf config's (the reference script's spec.json)."""
-    wm = config.world_model
-    return dict(
-        image=[*config.env.size, 1 if config.env.grayscale else 3], actions=actions,
-        deter=wm.rssm.deter, hidden=wm.rssm.hidden, stoch=wm.rssm.stoch,
-        discrete=wm.rssm.discrete, encoder_depth=wm.encoder.depth,
-        encoder_kernels=list(wm.encoder.kernels), decoder_depth=wm.decoder.depth,
-        decoder_kernels=list(wm.decoder.kernels), head_layers=dreamerv2.HEAD_LAYERS,
-        head_units=dreamerv2.HEAD_UNITS, actor_critic_layers=2, actor_critic_units=32,
-        pred_discount=True, batch=4, length=8, train_steps=2, eval_batch=3, eval_length=12,
-        context=5, seed=0)
-
-
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory) -> pathlib.Path:
     """A folder with DreamerV2's variables.pkl, wm_variables.pkl and reference.npz."""
-    package = _install_dreamerv2()
+    try:
+        package = dreamerv2_reference.install()
+    except RuntimeError as e:
+        pytest.skip(str(e))
     out = tmp_path_factory.mktemp("dreamerv2")
-    spec = out / "spec.json"
-    spec.write_text(json.dumps(reference_spec(load_config(["debug"]), actions=2)))
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "dreamerv2_reference.py"), "--package",
-         str(package), "--spec", str(spec), "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    dreamerv2_reference.run(package, dreamerv2_reference.spec_for(load_config(["debug"]), 2), out)
     return out
 
 
@@ -96,49 +49,12 @@ def _import(argv: list[str], capsys) -> str:
     return captured.out
 
 
-def _check(name: str, ours, ref: np.ndarray) -> float:
-    ours = np.asarray(ours, np.float32)
-    assert ours.shape == ref.shape, (name, ours.shape, ref.shape)
-    error = float(np.abs(ours - ref).max())
-    assert error < TOLERANCE, f"{name}: max abs difference {error:.3g}"
-    return error
-
-
 def _outputs_match(model, ref, heads: bool) -> None:
     """ditto_tf's model on DreamerV2's fixed inputs equals DreamerV2's dumped outputs."""
-    import tensorflow as tf
-
-    batch = {k[len("input_"):]: ref[k] for k in ref.files if k.startswith("input_")}
-    data = model.preprocess(batch)
-    embed = model.encoder(data["image"])
-    _check("embed", embed, ref["embed"])
-    # The filter with modes (sample=False) over a sequence with a reset in the middle.
-    post, prior = model.rssm.observe(embed, data["action"], data["is_first"], sample=False)
-    _check("posterior logits", post["logit"], ref["post_logit"])
-    _check("prior logits", prior["logit"], ref["prior_logit"])
-    _check("deter", post["deter"], ref["post_deter"])
-    feat = model.rssm.get_feat(post)
-    _check("decoder mean", model.decoder(feat), ref["decoder_mean"])
-    if heads:
-        _check("reward mean", model.reward_head(feat)[..., 0], ref["reward_mean"])
-        _check("discount mean", tf.sigmoid(model.discount_head(feat)[..., 0]), ref["discount_mean"])
-    # DreamerV2's own sampled `observe`: replay its samples step by step through obs_step.
-    state = model.rssm.initial(ref["input_image"].shape[0])
-    for t in range(ref["input_image"].shape[1]):
-        post_t, prior_t = model.rssm.obs_step(state, data["action"][:, t], embed[:, t],
-                                              data["is_first"][:, t], sample=False)
-        _check(f"sampled posterior logits t={t}", post_t["logit"], ref["sampled_post_logit"][:, t])
-        _check(f"sampled prior logits t={t}", prior_t["logit"], ref["sampled_prior_logit"][:, t])
-        state = {"stoch": tf.constant(ref["sampled_post_stoch"][:, t]),
-                 "deter": tf.constant(ref["sampled_post_deter"][:, t]),
-                 "logit": tf.constant(ref["sampled_post_logit"][:, t])}
-    # Open loop from the filtered state at context - 1 under the true actions.
-    context = ref["input_image"].shape[1] - ref["openloop_logit"].shape[1]
-    start = {k: v[:, context - 1] for k, v in post.items()}
-    openloop = model.rssm.rollout(data["action"][:, context:], start, sample=False)
-    _check("open-loop prior logits", openloop["logit"], ref["openloop_logit"])
-    _check("open-loop decoder mean", model.decoder(model.rssm.get_feat(openloop)),
-           ref["openloop_decoder_mean"])
+    errors = dreamerv2_reference.differences(model, ref, heads)
+    assert len(errors) == (11 if heads else 9)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < TOLERANCE, f"{worst}: max abs difference {errors[worst]:.3g}"
 
 
 def test_full_agent_pickle_into_logdir_reproduces_dreamerv2(reference, tmp_path, capsys):
@@ -162,7 +78,12 @@ def test_world_model_pickle_without_heads(reference, tmp_path, capsys):
     assert "DreamerV2 world model" in out and "(step 7)" in out
     model = dreamerv2.load_world_model(load_config(["debug"], NO_HEADS), tmp_path / "ckpt", 2)
     assert model.reward_head is None and model.discount_head is None
-    _outputs_match(model, np.load(reference / "reference.npz"), heads=False)
+    ref = np.load(reference / "reference.npz")
+    _outputs_match(model, ref, heads=False)
+    # The comparison is sensitive: a 1% change of the GRU's LayerNorm scale shows up.
+    gamma = model.rssm.cell.norm.gamma
+    gamma.assign(gamma * 1.01)
+    assert dreamerv2_reference.differences(model, ref, heads=False)["deter"] > 10 * TOLERANCE
 
 
 def test_layout_matches_dreamerv2_variable_order(reference):
