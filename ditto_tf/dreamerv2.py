@@ -336,6 +336,11 @@ def import_checkpoint(pkl: str | pathlib.Path, config: Any, out: str | pathlib.P
         env = make_env(config, seed=0)
         actions = env.action_size
         env.close()
+    import tensorflow as tf
+
+    if tf.train.latest_checkpoint(str(out)) is not None:
+        raise UserError(f"{out}: already holds a world-model checkpoint; import into a new "
+                        "--out / --logdir (or remove it)")
     values = read_pickle(pkl)
     sizes = Sizes.from_config(config, actions)
     wm_cfg = config.world_model

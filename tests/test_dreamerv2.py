@@ -76,6 +76,9 @@ def test_world_model_pickle_without_heads(reference, tmp_path, capsys):
     out = _import([str(reference / "wm_variables.pkl"), "--configs", "debug", "--out",
                    str(tmp_path / "ckpt"), "--actions", "2", "--step", "7", *NO_HEADS], capsys)
     assert "DreamerV2 world model" in out and "(step 7)" in out
+    again = dreamerv2.main(["import", str(reference / "wm_variables.pkl"), "--configs", "debug",
+                            "--out", str(tmp_path / "ckpt"), "--actions", "2", *NO_HEADS])
+    assert again == 2 and "already holds a world-model checkpoint" in capsys.readouterr().err
     model = dreamerv2.load_world_model(load_config(["debug"], NO_HEADS), tmp_path / "ckpt", 2)
     assert model.reward_head is None and model.discount_head is None
     ref = np.load(reference / "reference.npz")
