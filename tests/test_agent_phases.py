@@ -1,0 +1,109 @@
+"""The agent phases end to end on real pixel CartPole episodes and a real (tiny) world model:
+each phase trains, logs, checkpoints, resumes; its policy acts in the true env; the expert latent
+cache follows the world-model checkpoint."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ditto_tf.agents.policy import load_policy
+from ditto_tf.agents.runner import prepare_latent
+from ditto_tf.checkpoints import Checkpointer
+from ditto_tf.config import Config, load_config
+from ditto_tf.envs import VecEnv
+from ditto_tf.errors import UserError
+from ditto_tf.wm_training import load_world_model
+from ditto_tf.wm_training import run as train_world_model
+from test_world_model import write_cartpole_episodes
+
+AGENTS = ("ditto", "dgail", "dbc", "bc")
+
+
+def agent_config(steps: int, *extra: str) -> Config:
+    return load_config(["cartpole", "debug"], [
+        "--precision", "float32", "--log_every", "2", "--checkpoint_every", "2",
+        "--agent.steps", str(steps), "--dbc.steps", str(steps), "--bc.steps", str(steps), *extra])
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """Real CartPole episodes in the collect layout and a world model trained on them."""
+    logdir = tmp_path_factory.mktemp("agents")
+    config = agent_config(0)
+    write_cartpole_episodes(config, logdir / "data" / "wm", count=3, seed=1)
+    write_cartpole_episodes(config, logdir / "data" / "expert" / "train", count=2, seed=2)
+    write_cartpole_episodes(config, logdir / "data" / "expert" / "val", count=2, seed=3)
+    train_world_model(config, logdir)
+    return logdir
+
+
+def logged_steps(path: pathlib.Path) -> list[int]:
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_phase_trains_logs_checkpoints_resumes_and_acts(logdir: pathlib.Path, agent: str) -> None:
+    phase = importlib.import_module(f"ditto_tf.agents.{agent}").run
+    phase(agent_config(4), logdir)
+    directory = logdir / agent
+    assert logged_steps(directory / "metrics.jsonl") == [2, 4]
+    phase(agent_config(6), logdir)  # a new process would do the same: resume from ckpt-4
+    assert logged_steps(directory / "metrics.jsonl") == [2, 4, 6]
+    rows = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+    assert "val/action_accuracy" in rows[-1] and 0.0 <= rows[-1]["val/action_accuracy"] <= 1.0
+    if agent != "bc":
+        assert 0.0 <= rows[-1]["val/latent_distance"] <= 2.0
+    if agent in ("ditto", "dgail"):
+        assert {"train/reward_mean", "train/return_mean", "train/actor_entropy",
+                "train/critic_loss", "train/actor_grad_norm"} <= rows[-1].keys()
+    if agent == "dgail":
+        assert {"train/disc_expert_accuracy", "train/disc_agent_accuracy"} <= rows[-1].keys()
+    assert list(directory.glob("events.out.tfevents.*"))
+    kept = Checkpointer(directory / "checkpoints").checkpoints
+    assert [pathlib.Path(p).name for p in kept] == ["ckpt-2", "ckpt-4", "ckpt-6"]
+
+    # The policy of a given checkpoint acts in the true env, batched over envs.
+    config = agent_config(6)
+    policy = load_policy(config, logdir, agent, kept[0])
+    envs = VecEnv.make(config, 2, seed=5)
+    obs = VecEnv.stack(envs.reset())
+    for _ in range(5):
+        actions = policy(obs)
+        assert actions.shape == (2, 2) and np.all(actions.sum(-1) == 1.0)
+        obs = VecEnv.stack(envs.step(list(actions)))
+    envs.close()
+    with pytest.raises(UserError, match="not found"):
+        policy.load(str(directory / "checkpoints" / "ckpt-99"))
+
+
+def test_latent_cache_follows_the_world_model_checkpoint(logdir: pathlib.Path) -> None:
+    config = agent_config(2)
+    first = prepare_latent(config, logdir)
+    keys = [p.name for p in (logdir / "latents").iterdir()]
+    assert len(keys) == 1 and len(list((logdir / "latents" / keys[0]).glob("*.npz"))) == 4
+    assert first.train.num_episodes == 2 and first.val.num_episodes == 2
+    # the expert action at step t is the file's action[t + 1]; the last step has none
+    from ditto_tf.data.episodes import load_episodes
+
+    episode = load_episodes(logdir / "data" / "expert" / "train", limit=1)[0]
+    np.testing.assert_array_equal(first.train.action[: len(episode["action"]) - 1], episode["action"][1:])
+    assert not first.train.has_action[len(episode["action"]) - 1]
+    # A new world-model checkpoint: new cache key, the stale cache is removed.
+    wm = load_world_model(config, logdir)
+    Checkpointer(logdir / "world_model" / "checkpoints", config.keep_checkpoints, model=wm).save(1000)
+    prepare_latent(config, logdir)
+    new_keys = [p.name for p in (logdir / "latents").iterdir()]
+    assert len(new_keys) == 1 and new_keys != keys and new_keys[0].startswith("ckpt-1000")
+
+
+def test_missing_world_model_is_a_one_line_error(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(UserError, match="world_model/checkpoints"):
+        importlib.import_module("ditto_tf.agents.ditto").run(agent_config(2), tmp_path)
+    with pytest.raises(UserError, match="expert/train"):
+        importlib.import_module("ditto_tf.agents.bc").run(agent_config(2), tmp_path)
