@@ -444,14 +444,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _config(args.configs, overrides)
         if args.command == "import":
             out = args.out if args.out else checkpoint_dir(args.logdir)
-            if args.logdir:
-                logdir = pathlib.Path(args.logdir)
-                logdir.mkdir(parents=True, exist_ok=True)
-                if not (logdir / "config.yaml").exists():
-                    config.save(logdir / "config.yaml")
             info = import_checkpoint(args.pickle, config, out, args.actions, args.step)
-            if args.logdir:
+            if args.logdir:  # what the agent phases read besides the checkpoint
                 write_model_spec(args.logdir, info["actions"], config)
+                if not (pathlib.Path(args.logdir) / "config.yaml").exists():
+                    config.save(pathlib.Path(args.logdir) / "config.yaml")
             print(f"imported {info['loaded']} tensors ({info['parameters']:,} parameters) of a "
                   f"DreamerV2 {info['kind'].replace('_', ' ')} ({info['tensors']} tensors, "
                   f"discount head {'yes' if info['discount_head'] else 'no'}) -> "

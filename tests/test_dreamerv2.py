@@ -197,3 +197,20 @@ def _windows_for_training(directory: pathlib.Path) -> dict[str, np.ndarray]:
     episodes = load_episodes(directory)
     keys = ("image", "action", "reward", "is_first", "is_last", "is_terminal")
     return {k: np.stack([e[k][s:s + 8] for e in episodes for s in (0, 40)]) for k in keys}
+
+
+def test_agent_phase_runs_on_imported_world_model(reference, tmp_path, capsys):
+    """collect -> import (instead of --phase world_model) -> the world-model phase counts it
+    as trained -> D-BC trains on the imported DreamerV2 world model."""
+    import train
+
+    logdir = tmp_path / "run"
+    flags = ["--configs", "debug", "--logdir", str(logdir), "--expert.source", "random",
+             "--dbc.steps", "3", *NO_HEADS]
+    assert train.main([*flags, "--phase", "collect"]) == 0
+    _import([str(reference / "variables.pkl"), "--configs", "debug", "--logdir", str(logdir),
+             *NO_HEADS], capsys)
+    assert train.main([*flags, "--phase", "world_model"]) == 0
+    assert "already trained" in capsys.readouterr().out
+    assert train.main([*flags, "--phase", "dbc"]) == 0
+    assert (logdir / "dbc" / "checkpoints" / "checkpoint").is_file()
