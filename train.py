@@ -24,6 +24,7 @@ PHASES: dict[str, str | None] = {
     "dgail": "ditto_tf.agents.dgail:run",
     "dbc": "ditto_tf.agents.dbc:run",
     "bc": "ditto_tf.agents.bc:run",
+    "evaluate": "ditto_tf.evaluation:phase",
 }
 PIPELINE = ["collect", "world_model", "ditto", "dgail", "dbc", "bc"]
 
@@ -60,13 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.configs, overrides)
         logdir = pathlib.Path(args.logdir).expanduser()
-        phases = PIPELINE if args.phase == "all" else [args.phase]
-        functions = [phase_function(p) for p in phases] if args.phase != "all" else None
+        function = phase_function(args.phase) if args.phase != "all" else None
         logdir.mkdir(parents=True, exist_ok=True)
         config.save(logdir / "config.yaml")
-        for index, phase in enumerate(phases):
-            function = functions[index] if functions else phase_function(phase)
+        if function is not None:
             function(config, logdir)
+        else:  # every phase, then evaluation, the results table and where everything is
+            from ditto_tf.pipeline import run_all
+
+            run_all(config, logdir, PIPELINE, phase_function)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

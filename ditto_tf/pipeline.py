@@ -1,0 +1,85 @@
+"""`train.py --phase all`: every training phase in order, then evaluation and a summary.
+
+    python train.py --configs quickstart --logdir runs/quickstart
+
+Each phase resumes from its own checkpoints (a finished phase returns at once), so re-running
+the command after a kill continues where it stopped. After the agents, the true-env evaluation
+of `ditto_tf.evaluation` plays the last `eval.checkpoints` checkpoints of every agent, prints the
+results table and writes tables and plots to `LOGDIR/eval/`. The wall time of each phase is
+printed and kept in `LOGDIR/timings.json` (only phases that did work in this invocation count).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Any, Callable, Sequence
+
+from ditto_tf.config import Config
+from ditto_tf.files import atomic_write_text
+
+PhaseFunction = Callable[[Config, pathlib.Path], Any]
+
+
+def _format_seconds(seconds: float) -> str:
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
+
+
+def _save_timings(logdir: pathlib.Path, timings: dict[str, float]) -> None:
+    """Merge this invocation's phase times into LOGDIR/timings.json (a resumed run adds up)."""
+    path = logdir / "timings.json"
+    try:
+        old = json.loads(path.read_text())
+        old = old if isinstance(old, dict) else {}
+    except (FileNotFoundError, json.JSONDecodeError):
+        old = {}
+    merged = {k: float(old.get(k, 0.0)) + v for k, v in timings.items()}
+    merged.update({k: v for k, v in old.items() if k not in merged})
+    atomic_write_text(path, json.dumps(merged, indent=1, sort_keys=True) + "\n")
+
+
+def summary_lines(config: Config, logdir: pathlib.Path, agents: Sequence[str],
+                  timings: dict[str, float]) -> list[str]:
+    """Where everything is, how long each phase took, and how to look at it."""
+    d = logdir
+    lines = ["", f"done: {config.task} in {_format_seconds(sum(timings.values()))} "
+             f"({', '.join(f'{k} {_format_seconds(v)}' for k, v in timings.items())})",
+             f"  config        {d / 'config.yaml'}",
+             f"  episodes      {d / 'data'}  (wm/, expert/train/, expert/val/, manifest.jsonl)",
+             f"  world model   {d / 'world_model'}  (checkpoints/, metrics.jsonl, TensorBoard)"]
+    for agent in agents:
+        lines.append(f"  {agent:<13} {d / agent}  (checkpoints/, metrics.jsonl, TensorBoard)")
+    lines += [f"  results       {d / 'eval'}  (results.md, results.csv, *.png)",
+              f"  timings       {d / 'timings.json'}",
+              f"view the training curves: tensorboard --logdir {d}",
+              f"re-evaluate: python evaluate.py {d}"]
+    return lines
+
+
+def run_all(config: Config, logdir: pathlib.Path, phases: Sequence[str],
+            load: Callable[[str], PhaseFunction]) -> dict[str, Any]:
+    """Run `phases` (each through `load(name)`), then evaluate every agent of `logdir`.
+
+    Returns the evaluation report ({rows, results, files}) plus `timings` in seconds.
+    """
+    from ditto_tf.evaluation import Protocol, report
+    from ditto_tf.runs import AGENTS
+
+    timings: dict[str, float] = {}
+    for name in phases:
+        print(f"\n== phase {name} ==", flush=True)
+        begin = time.time()
+        load(name)(config, logdir)
+        timings[name] = time.time() - begin
+        _save_timings(logdir, {name: timings[name]})
+    print("\n== evaluation ==", flush=True)
+    begin = time.time()
+    agents = [a for a in AGENTS if a in phases and (logdir / a / "checkpoints").is_dir()]
+    protocol = Protocol(config.eval.checkpoints, config.eval.episodes, config.eval.envs)
+    result = report([logdir], protocol=protocol, agents=agents)
+    timings["evaluate"] = time.time() - begin
+    _save_timings(logdir, {"evaluate": timings["evaluate"]})
+    print("\n".join(summary_lines(config, logdir, agents, timings)), flush=True)
+    return {**result, "timings": timings}
