@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import train
+from ditto_tf import envs
 from ditto_tf.data import collect, episodes
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -51,21 +52,23 @@ def check_set(logdir: pathlib.Path, name: str, count: int, image: tuple[int, ...
 
 
 def test_collect_cartpole_zoo_expert_and_top_up(zoo_dir, tmp_path, capsys):
-    flags = ["--expert.folder", str(zoo_dir), "--data.wm_policy", "random",
-             "--data.wm_episodes", "2", "--data.expert_train", "2", "--data.expert_val", "1"]
+    # wm data from the expert with every action replaced at random (epsilon 1): random play,
+    # while the expert still sees every frame.
+    flags = ["--expert.folder", str(zoo_dir), "--data.wm_policy", "epsilon", "--data.wm_epsilon",
+             "1.0", "--data.wm_episodes", "2", "--data.expert_train", "2", "--data.expert_val", "1"]
     assert collect_cli(tmp_path, *flags) == 0
     out = capsys.readouterr().out
     wm = check_set(tmp_path, "wm", 2, (32, 32, 1), 2)
     train_set = check_set(tmp_path, "expert_train", 2, (32, 32, 1), 2)
     val = check_set(tmp_path, "expert_val", 1, (32, 32, 1), 2)
-    assert {e["agent"] for e in wm} == {"random"} and all(e["agent"].startswith("ppo:CartPole-v1") for e in val)
+    assert all("epsilon 1 random" in e["agent"] for e in wm) and all(e["agent"].startswith("ppo:CartPole-v1") for e in val)
     summary = collect.load_summary(tmp_path)
     expert_returns = [e["return"] for e in train_set + val]
     assert summary["expert"]["episodes"] == 3
     assert summary["expert"]["mean"] == pytest.approx(np.mean(expert_returns))
     assert summary["expert"]["std"] == pytest.approx(np.std(expert_returns))
     assert f"{summary['expert']['mean']:.2f} +- {summary['expert']['std']:.2f}" in out
-    assert summary["expert"]["mean"] > summary["wm"]["mean"]  # the zoo PPO agent beats random
+    assert summary["expert"]["mean"] > 2 * summary["wm"]["mean"]  # the zoo PPO agent beats random
     assert len({e["seed"] for e in manifest(tmp_path)}) == 5  # every episode its own seed
 
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "data").rglob("*.npz")}
@@ -122,9 +125,13 @@ def test_killed_collect_leaves_no_partial_file_and_resumes(tmp_path):
     (["--task", "gym_CartPol-v1"], "CartPol-v1"),
     (["--expert.folder", "/nonexistent/zoo"], "/nonexistent/zoo"),
     (["--data.wm_policy", "epsilon", "--data.wm_epsilon", "2.0"], "wm_epsilon"),
+    (["--expert.source", "hub", "--expert.cache", "{tmp}/cache"], "hub"),
 ])
-def test_bad_input_is_one_line_and_writes_no_data(tmp_path, capsys, flags, culprit):
-    assert collect_cli(tmp_path, *flags) == 2
+def test_bad_input_is_one_line_and_writes_no_data(tmp_path, capsys, monkeypatch, flags, culprit):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a closed port: the hub is offline
+    start = time.time()
+    assert collect_cli(tmp_path, *[f.format(tmp=tmp_path) for f in flags]) == 2
+    assert time.time() - start < 60  # the offline hub fails within seconds, not minutes
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err and culprit in err
     assert not (tmp_path / "data").exists()
@@ -158,3 +165,20 @@ def test_collect_atari_pong_expert(tmp_path):
     (entry,) = check_set(tmp_path, "expert_train", 1, (32, 32, 1), 6)
     assert entry["length"] == 201  # debug time limit: 200 agent steps after the reset frame
     check_set(tmp_path, "wm", 1, (32, 32, 1), 6)
+
+
+def test_atari_collect_records_full_games_even_with_life_done(tmp_path):
+    flags = ["--data.wm_policy", "random", "--data.wm_episodes", "1", "--data.expert_train", "0",
+             "--data.expert_val", "0", "--env.time_limit", "5000"]
+    configs = ("atari", "beamrider", "debug")
+    assert collect_cli(tmp_path, *flags, "--env.life_done", "true", configs=configs) == 0
+    (entry,) = check_set(tmp_path, "wm", 1, (32, 32, 1), 9)
+    episode = episodes.load_episode(tmp_path / "data" / entry["file"])
+    assert episode["is_terminal"][-1] and episode["is_last"].sum() == 1
+    # The same seed with life_done off is the same game: BeamRider gives 3 lives, so a
+    # life-loss episode would have ended much earlier.
+    env = envs.Atari("BeamRider", size=(32, 32), time_limit=5000, seed=entry["seed"])
+    obs, length, rng = env.reset(seed=entry["seed"]), 1, np.random.default_rng(entry["seed"])
+    while not obs["is_last"]:
+        obs, length = env.step(collect.random_policy(env, rng)), length + 1
+    assert env.info["game_over"] and length == entry["length"]

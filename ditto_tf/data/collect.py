@@ -9,6 +9,7 @@ Writes, under `DIR/data/`:
     expert/train/*.npz   data.expert_train expert episodes (N_E)
     expert/val/*.npz     data.expert_val held-out expert episodes
     manifest.jsonl       one line per episode: set, index, file, agent, seed, return, length
+                         (frames, with the reset frame), steps (env steps = length - 1)
     summary.json         per-set return mean +- std; `expert` is the normaliser of every result
 
 Each episode is a full game to the env's real end (Atari: game over, unclipped score). The
@@ -230,7 +231,8 @@ class Manifest:
             ret = episodes.episode_info(path).score
         index, length = episodes.parse_name(path)
         self.entries[relative] = {"set": name, "index": index, "file": relative, "agent": agent,
-                                  "seed": seed, "return": float(ret), "length": length}
+                                  "seed": seed, "return": float(ret), "length": length,
+                                  "steps": length - 1}  # length counts the reset frame
 
     def sync(self, name: str, paths: list[pathlib.Path], agent: str) -> None:
         """Keep entries of the files in `paths`; add missing ones; drop entries of gone files."""
@@ -308,6 +310,9 @@ def run(config: Any, logdir: str | pathlib.Path) -> dict[str, Any]:
     for key, count in zip(("wm_episodes", "expert_train", "expert_val"), counts.values()):
         if count < 0:
             raise UserError(f"data.{key}: {count} is negative")
+    if config.env.life_done:  # datasets hold whole games; the expert still sees life losses
+        print("collect: recording full games (env.life_done applies to training envs, not data)")
+        config = config.update({"env.life_done": False})
     # Everything that can fail on bad input (env id, expert folder/zip/hub, action spaces)
     # happens here, before the first file is written.
     env = envs.make_env(config, seed=int(config.seed))
