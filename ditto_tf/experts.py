@@ -172,6 +172,10 @@ class ZooExpert(Expert):
             if native is None or len(native) != 3:
                 raise UserError(f"expert {self.label}: an Atari agent, but env {env.env_id} has no "
                                 "RGB frames for it (check task)")
+            frames = (max(1, self.pipeline.frame_stack), *[self.pipeline.screen_size] * 2)
+            if sorted(self.observation_space.shape) != sorted(frames):
+                raise UserError(f"expert {self.label}: observes shape {self.observation_space.shape}, "
+                                f"but its config.yml makes {frames} stacks")
             if getattr(env, "action_repeat", self.pipeline.frame_skip) != self.pipeline.frame_skip:
                 raise UserError(f"env.action_repeat {env.action_repeat}: expert {self.label} was "
                                 f"trained with frame skip {self.pipeline.frame_skip}")
