@@ -163,7 +163,7 @@ class RSSM(keras.Model):
         `action[t]` led to state t (`action[0]` is zero). The policy sees `stop_gradient(feat)`.
         Call it inside your own tf.function (tf.scan compiles the loop there).
         """
-        start = dict(start)
+        start = {k: start[k] for k in ("deter", "stoch", "logit")}  # extra keys (feat, ...) dropped
         batch = tf.shape(start["deter"])[0]
 
         def step(prev: tuple[State, tf.Tensor], _: tf.Tensor) -> tuple[State, tf.Tensor]:
