@@ -229,9 +229,11 @@ def _zoo_atari_run(folder: pathlib.Path, env_id: str, seed: int = 0) -> pathlib.
     return run
 
 
-def test_atari_pipeline_matches_zoo_wrappers(tmp_path):
+@pytest.mark.parametrize("life_done", [False, True])
+def test_atari_pipeline_matches_zoo_wrappers(tmp_path, life_done):
     """Our env + the expert's emulation see exactly what SB3's AtariWrapper + VecFrameStack give,
-    frame for frame, through FIRE resets and life losses (Breakout: 5 lives, FIRE)."""
+    frame for frame, through FIRE resets and life losses (Breakout: 5 lives, FIRE), whether our
+    episodes run to game over or (env.life_done) end at each life loss."""
     from stable_baselines3.common.atari_wrappers import AtariWrapper
     from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecTransposeImage
 
@@ -239,7 +241,8 @@ def test_atari_pipeline_matches_zoo_wrappers(tmp_path):
     zoo.runnable_id(env_id)  # registers the ALE envs
     _zoo_atari_run(tmp_path, env_id)
     config = load_config(["debug", "atari", "breakout"], [
-        "--expert.folder", str(tmp_path), "--env.noops", "0", "--env.time_limit", "0"])
+        "--expert.folder", str(tmp_path), "--env.noops", "0", "--env.time_limit", "0",
+        "--env.life_done", str(life_done)])
     env = make_env(config, seed=5)
     expert = experts.load_expert(config, env=env)
     wrapped = VecTransposeImage(VecFrameStack(DummyVecEnv(
@@ -262,8 +265,11 @@ def test_atari_pipeline_matches_zoo_wrappers(tmp_path):
             zoo_obs, _, _, _ = wrapped.step(np.array([action]))
         lives_lost += env.info["lives"] < lives
         expert.last_obs = None
-        if obs["is_last"]:
+        if obs["is_last"] and env.info["game_over"]:
             break
+        if obs["is_last"]:  # life_done: the next episode continues the same game
+            env.reset()
+            expert.reset()
     assert compared > 50 and lives_lost == 5
     assert forced == [1, 2] + [0, 1, 2] * 4  # FIRE reset at start; NOOP + FIRE reset per life lost
 
