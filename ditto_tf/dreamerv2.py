@@ -358,8 +358,8 @@ def import_checkpoint(pkl: str | pathlib.Path, config: Any, out: str | pathlib.P
         if not np.array_equal(a.numpy(), b.numpy()):
             raise UserError(f"{path}: {a.path} did not survive the checkpoint round trip")
     params = int(sum(np.prod(s.shape) for s in match.layout if s.target is not None))
-    return dict(checkpoint=path, kind=match.kind, actions=actions, tensors=len(values), loaded=count,
-                parameters=params, discount_head=match.discount, step=step)
+    return dict(checkpoint=path, kind=match.kind, actions=actions, tensors=len(values),
+                loaded=count, parameters=params, discount_head=match.discount, step=step)
 
 
 def world_model_checkpointer(model: Any, config: Any, directory: str | pathlib.Path) -> Any:
