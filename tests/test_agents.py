@@ -142,6 +142,19 @@ def test_continuous_actions_update_and_distribution(config, wm) -> None:
     assert sample.shape == (5, ACTIONS) and np.all(np.abs(sample) <= 1.0)
 
 
+def test_mixed_precision_update_runs() -> None:
+    """The mixed_float16 path (loss scaling inside the compiled update) runs and stays finite."""
+    config = load_config(["debug"], ["--precision", "mixed"])
+    wm = WorldModel(config, ACTIONS)
+    agent = ActorCritic(config, wm, ACTIONS, True, GailReward(config))
+    assert agent.actor.compute_dtype == "float16" and agent.actor_opt.mixed
+    expert = random_windows(config, wm, config.agent.batch, config.agent.horizon + 1, seed=11)
+    before = [w.numpy() for w in agent.actor.weights]
+    metrics = agent.update(expert, 0)
+    assert all(math.isfinite(float(v)) for v in metrics.values())
+    assert not _same([w.numpy() for w in agent.actor.weights], before)
+
+
 def test_gail_reward_forms_and_discriminator_learns(config, wm) -> None:
     logits = tf.constant([-3.0, 0.0, 3.0])
     np.testing.assert_allclose(gail_reward(logits, "neg_log_one_minus_d"),

@@ -25,6 +25,9 @@ from ditto_tf.agents.runner import action_space
 from ditto_tf.errors import UserError
 
 LATENT_AGENTS = ("ditto", "dgail", "dbc")
+# World models loaded by `load_policy`, keyed by their checkpoint: evaluating the last 10 agent
+# checkpoints builds and restores the world model once, not 10 times.
+_WORLD_MODELS: dict[tuple[str, str], Any] = {}
 
 
 def _restore(path: str, **objects: Any) -> None:
@@ -141,7 +144,12 @@ def load_policy(config: Any, logdir: str | pathlib.Path, agent: str,
     if agent == "bc":
         return BCPolicy(config, act_dim, discrete, checkpoint, deterministic)
     if wm is None:
+        from ditto_tf.agents.runner import world_model_checkpoint
         from ditto_tf.wm_training import load_world_model
 
-        wm = load_world_model(config, logdir)
+        key = (str(logdir.resolve()), world_model_checkpoint(logdir))
+        if key not in _WORLD_MODELS:
+            _WORLD_MODELS.clear()  # keep at most one world model alive
+            _WORLD_MODELS[key] = load_world_model(config, logdir)
+        wm = _WORLD_MODELS[key]
     return LatentPolicy(config, wm, act_dim, discrete, checkpoint, deterministic)
