@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pathlib
+import shutil
 
+import keras
 import tensorflow as tf
 
 from ditto_tf.errors import UserError
@@ -21,20 +23,36 @@ class Checkpointer:
     def __init__(self, directory: str | pathlib.Path, max_to_keep: int = 10, **trackables):
         self.directory = pathlib.Path(directory)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self._trackables = trackables
         self._checkpoint = tf.train.Checkpoint(step=self.step, **trackables)
         self.manager = tf.train.CheckpointManager(self._checkpoint, str(self.directory), max_to_keep)
 
     def restore(self) -> int:
         """Restore the latest checkpoint if there is one; returns the step (0 for a fresh run)."""
+        self._remove_stale_temps()
         latest = self.manager.latest_checkpoint
         if latest is None:
             return 0
+        # Keras 3 optimizers checkpoint their learning rate as a variable: without this, a run
+        # resumed with another --...lr silently kept the old one. The config's rate wins.
+        rates = {name: float(obj.learning_rate) for name, obj in self._trackables.items()
+                 if isinstance(obj, keras.optimizers.Optimizer)}
         try:
             self._checkpoint.restore(latest).assert_existing_objects_matched()
         except (tf.errors.OpError, AssertionError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"{latest}: checkpoint cannot be restored ({first})") from None
+        for name, rate in rates.items():
+            self._trackables[name].learning_rate = rate
         return int(self.step.numpy())
+
+    def _remove_stale_temps(self) -> None:
+        """A kill during save() leaves TF's staging folder `ckpt-<n>_temp/` behind (the index
+        never listed it, and the step is redone on resume): remove it."""
+        if self.directory.is_dir():
+            for path in self.directory.glob("*_temp*"):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
 
     def save(self, step: int) -> str:
         """Save at `step`; keeps the newest `max_to_keep` checkpoints."""

@@ -25,6 +25,7 @@ class Logger:
         self._writer = tf.summary.create_file_writer(str(self.logdir / subdir) if subdir else str(self.logdir))
         self._scalars: dict[str, float] = {}
         self._videos: dict[str, np.ndarray] = {}
+        _drop_torn_line(self.logdir / "metrics.jsonl")
 
     def scalar(self, name: str, value: Any) -> None:
         self._scalars[name] = float(np.asarray(value))
@@ -51,6 +52,18 @@ class Logger:
                 _write_gif_summary(name, frames, int(step))
         self._writer.flush()
         return scalars
+
+
+def _drop_torn_line(path: pathlib.Path) -> None:
+    """A kill in the middle of an append leaves a last line without its newline; appending after
+    it would glue the next record onto it. Cut the file back to its last whole line."""
+    try:
+        with path.open("rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
+    except FileNotFoundError:
+        pass
 
 
 def encode_gif(frames: np.ndarray, fps: int = 10) -> bytes:

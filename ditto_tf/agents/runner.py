@@ -115,7 +115,11 @@ def train_loop(config: Any, logdir: pathlib.Path, name: str, steps: int,
     step = start
     for step in range(start + 1, steps + 1):
         metrics = {k: float(v) for k, v in update(step - 1).items()}
-        _finite_check(name, metrics, step, ckpt)
+        try:
+            _finite_check(name, metrics, step, ckpt)
+        except UserError:
+            bar.close()  # first, so that the one-line error starts its own line
+            raise
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + value
         count += 1
