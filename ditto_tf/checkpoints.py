@@ -39,7 +39,7 @@ class Checkpointer:
                  if isinstance(obj, keras.optimizers.Optimizer)}
         try:
             self._checkpoint.restore(latest).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as e:
+        except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:  # IndexError: truncated .data file
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"{latest}: checkpoint cannot be restored ({first})") from None
         for name, rate in rates.items():

@@ -78,7 +78,7 @@ def load_world_model(config: Any, logdir: str | pathlib.Path) -> WorldModel:
     model = WorldModel(config, _action_size(config, logdir))
     try:
         tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError) as e:
+    except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:  # IndexError: truncated .data file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{latest}: does not fit the world model of this config ({first})") from None
     return model

@@ -36,7 +36,7 @@ def _restore(path: str, **objects: Any) -> None:
         raise UserError(f"{path}: agent checkpoint not found")
     try:
         tf.train.Checkpoint(**objects).restore(path).expect_partial().assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError) as e:
+    except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:  # IndexError: truncated .data file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: checkpoint cannot be restored ({first})") from None
 
