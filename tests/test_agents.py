@@ -150,8 +150,9 @@ def test_mixed_precision_update_runs() -> None:
     assert agent.actor.compute_dtype == "float16" and agent.actor_opt.mixed
     expert = random_windows(config, wm, config.agent.batch, config.agent.horizon + 1, seed=11)
     before = [w.numpy() for w in agent.actor.weights]
-    metrics = agent.update(expert, 0)
-    assert all(math.isfinite(float(v)) for v in metrics.values())
+    for step in range(4):  # a float16 overflow only skips a step and lowers the loss scale
+        metrics = agent.update(expert, step)
+        assert all(math.isfinite(float(v)) for k, v in metrics.items() if k.endswith("loss"))
     assert not _same([w.numpy() for w in agent.actor.weights], before)
 
 
