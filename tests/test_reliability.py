@@ -225,6 +225,7 @@ def test_nonfinite_loss_stops_with_one_line_and_keeps_last_good_checkpoint(
     code = train.main([*NAN_FLAGS, "--logdir", str(trained), "--phase", phase,
                        STEP_FLAG[phase], "20", *HUGE_LR[phase]])
     err = error_line(capsys.readouterr().err)
+    print(err)
     assert code == 2
     assert ("nan" in err or "inf" in err) and good in err, err
     # The last good checkpoint is still the newest, whole, with finite weights.
