@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from ditto_tf.agents.actor_critic import Optimizer, action_dist, dist_mode
-from ditto_tf.agents.runner import action_space, train_loop
+from ditto_tf.agents.runner import action_space, already_trained, train_loop
 from ditto_tf.data.episodes import load_episodes
 from ditto_tf.errors import UserError
 from ditto_tf.nets import MLP, ConvEncoder
@@ -132,6 +132,8 @@ class BC:
 
 def run(config: Any, logdir: pathlib.Path) -> None:
     """`--phase bc`: pixel BC on the expert train episodes in the logdir."""
+    if already_trained(logdir, "bc", config.bc.steps):
+        return
     act_dim, discrete = action_space(config)
     train, val = _load(config, logdir, "train"), _load(config, logdir, "val")
     agent = BC(config, act_dim, discrete)

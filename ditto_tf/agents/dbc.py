@@ -19,7 +19,8 @@ import tensorflow as tf
 
 from ditto_tf.agents.actor_critic import Optimizer, action_dist, dist_mode, make_actor, validation_metrics
 from ditto_tf.agents.latents import to_state
-from ditto_tf.agents.runner import LatentSetup, prepare_latent, train_loop, validation_windows
+from ditto_tf.agents.runner import (LatentSetup, already_trained, prepare_latent, train_loop,
+                                    validation_windows)
 
 
 class DBC:
@@ -60,6 +61,8 @@ class DBC:
 
 def run(config: Any, logdir: pathlib.Path) -> None:
     """`--phase dbc`: D-BC on the expert latents in the logdir."""
+    if already_trained(logdir, "dbc", config.dbc.steps):
+        return
     setup = prepare_latent(config, logdir)
     agent = DBC(config, setup)
     pairs = np.flatnonzero(setup.train.has_action)

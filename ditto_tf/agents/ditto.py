@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import tensorflow as tf
 
 from ditto_tf.agents.actor_critic import ActorCritic, validation_metrics
-from ditto_tf.agents.runner import prepare_latent, train_loop, validation_windows
+from ditto_tf.agents.runner import already_trained, prepare_latent, train_loop, validation_windows
 from ditto_tf.errors import UserError
 
 LATENTS = ("stoch", "deter", "feat")
@@ -79,6 +79,8 @@ def train_imitation(config: Any, logdir: pathlib.Path, name: str, reward_factory
     Shared by DITTO and D-GAIL: batches of `agent.batch` expert windows of H + 1 states (a pure
     function of (seed, update)), validation on fixed held-out windows every `log_every` updates.
     """
+    if already_trained(logdir, name, config.agent.steps):
+        return
     setup = prepare_latent(config, logdir)
     reward = reward_factory(setup)
     agent = ActorCritic(config, setup.wm, setup.act_dim, setup.discrete, reward)

@@ -85,6 +85,23 @@ def validation_windows(setup: LatentSetup, length: int, count: int, seed: int
     return setup.states(windows), tf.constant(windows["action"])
 
 
+def already_trained(logdir: pathlib.Path, name: str, steps: int) -> bool:
+    """True (and says so) when the newest checkpoint of `name` already has `steps` updates,
+    so a finished phase returns without loading the world model or the data."""
+    directory = logdir / name / "checkpoints"
+    latest = tf.train.latest_checkpoint(str(directory)) if directory.is_dir() else None
+    if latest is None:
+        return False
+    try:
+        done = int(latest.rsplit("-", 1)[1])
+    except ValueError:
+        return False
+    if done >= steps:
+        print(f"{name}: already trained for {done} >= {steps} updates ({directory})")
+        return True
+    return False
+
+
 def _finite_check(name: str, metrics: Mapping[str, float], step: int, ckpt: Checkpointer) -> None:
     for key, value in metrics.items():
         if key.endswith("loss") and not math.isfinite(value):
