@@ -33,8 +33,8 @@ from ditto_tf.wm_training import load_world_model
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SEED = 20261125                         # the kill points are a pure function of this
 PHASES = ("collect", "world_model", "ditto", "dgail", "dbc", "bc")
-COUNTS = {"wm": 40, "expert_train": 4, "expert_val": 2}
-STEPS = 40                              # updates planned for the world model and every agent
+COUNTS = {"wm": 80, "expert_train": 4, "expert_val": 2}
+STEPS = 60                              # updates planned for the world model and every agent
 EVERY = 5                               # log and checkpoint interval
 FLAGS = ["--configs", "cartpole", "debug", "--expert.source", "random", "--precision", "float32",
          "--data.wm_policy", "random", "--data.wm_episodes", str(COUNTS["wm"]),
@@ -73,11 +73,11 @@ def progress(logdir: pathlib.Path, phase: str) -> int:
 def kill_at_random_point(logdir: pathlib.Path, phase: str, rng: np.random.Generator) -> dict:
     """Start the phase, SIGKILL it after a seeded random amount of progress and delay."""
     if phase == "collect":
-        target = int(rng.integers(1, sum(COUNTS.values())))
+        target = int(rng.integers(1, 46))    # episode files written so far
         delay = float(rng.uniform(0.0, 0.05))
-    else:  # 0: during set-up (datasets, caches, latent encoding, tracing)
-        target = int(rng.integers(0, STEPS // EVERY - 3))
-        delay = float(rng.uniform(0.0, 0.3))
+    else:  # log lines written so far; 0: during set-up (datasets, caches, latent encoding, tracing)
+        target = int(rng.integers(0, 5))     # at most 4 of the 12 log points: the kill lands mid-run
+        delay = float(rng.uniform(0.0, 0.15))  # up to about two log intervals here
     command = [sys.executable, str(REPO / "train.py"), *FLAGS, "--logdir", str(logdir), "--phase", phase]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
