@@ -19,13 +19,15 @@ class Logger:
     TensorBoard event files under `<logdir>/<subdir>`; videos go to TensorBoard as GIFs.
     """
 
-    def __init__(self, logdir: str | pathlib.Path, subdir: str = ""):
+    def __init__(self, logdir: str | pathlib.Path, subdir: str = "", resume_step: int | None = None):
         self.logdir = pathlib.Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._writer = tf.summary.create_file_writer(str(self.logdir / subdir) if subdir else str(self.logdir))
         self._scalars: dict[str, float] = {}
         self._videos: dict[str, np.ndarray] = {}
         _drop_torn_line(self.logdir / "metrics.jsonl")
+        if resume_step is not None:
+            _drop_rows_after(self.logdir / "metrics.jsonl", resume_step)
 
     def scalar(self, name: str, value: Any) -> None:
         self._scalars[name] = float(np.asarray(value))
@@ -64,6 +66,27 @@ def _drop_torn_line(path: pathlib.Path) -> None:
                 f.truncate(data.rfind(b"\n") + 1)
     except FileNotFoundError:
         pass
+
+
+def _drop_rows_after(path: pathlib.Path, step: int) -> None:
+    """Rows logged after the checkpoint a run resumes from are redone: drop the old ones, so
+    each step appears once."""
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except FileNotFoundError:
+        return
+    kept = [line for line in lines if _row_step(line) <= step]
+    if len(kept) != len(lines):
+        from ditto_tf.files import atomic_write_text
+
+        atomic_write_text(path, "".join(kept))
+
+
+def _row_step(line: str) -> float:
+    try:
+        return float(json.loads(line).get("step", 0))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return 0.0
 
 
 def encode_gif(frames: np.ndarray, fps: int = 10) -> bytes:

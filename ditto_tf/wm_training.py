@@ -132,7 +132,7 @@ def run(config: Any, logdir: str | pathlib.Path) -> int:
     dataset = iter(make_dataset(dirs, wm.batch, wm.length, config.seed, start_batch=step,
                                 skip_corrupt=config.data.skip_corrupt))
     videos = video_batch(config, logdir)
-    logger = Logger(outdir)
+    logger = Logger(outdir, resume_step=step)  # drops rows of updates redone after a kill
     sums: dict[str, float] = collections.defaultdict(float)
     count, last_time = 0, time.perf_counter()
     progress = tqdm.tqdm(total=wm.steps, initial=step, desc="world model", unit="update",

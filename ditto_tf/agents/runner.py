@@ -125,7 +125,7 @@ def train_loop(config: Any, logdir: pathlib.Path, name: str, steps: int,
     if start >= steps:
         print(f"{name}: already trained for {start} >= {steps} updates ({directory})")
         return start
-    logger = Logger(directory)
+    logger = Logger(directory, resume_step=start)  # drops rows of updates redone after a kill
     sums: dict[str, float] = {}
     count, last_time = 0, time.time()
     bar = tqdm.tqdm(total=steps, initial=start, desc=name, unit="upd", dynamic_ncols=True)
