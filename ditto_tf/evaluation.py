@@ -13,7 +13,8 @@ seeds of one setting are aggregated, the per-checkpoint means of all seeds are p
 units). The SE over all K x E rollouts as if independent (`se_rollouts`) is kept in the CSV.
 
 Random-policy and expert scores are measured with the same protocol in the same env (K x E
-rollouts) and cached in `LOGDIR/eval/reference.json`; per-checkpoint results are cached in
+rollouts) and cached in `LOGDIR/eval/reference.json` (for a sweep run, also in the shared stage
+its `data` links to, so one measurement serves the env); per-checkpoint results are cached in
 `LOGDIR/eval/<agent>/ckpt-<step>.json`, so a re-run only plays the checkpoints not done yet.
 """
 
@@ -276,14 +277,18 @@ class _References:
         self.data: dict[str, dict[str, Any]] = {}
 
     def add(self, logdir: pathlib.Path) -> None:
-        if logdir in self.logdirs:
-            return
-        self.logdirs.append(logdir)
-        cached = read_json(logdir / "eval" / "reference.json") or {}
-        for who in ("random", "expert"):
-            entry = cached.get(who)
-            if who not in self.data and isinstance(entry, dict) and entry.get("key") == self.key:
-                self.data[who] = entry
+        """Use (and later write) the caches of `logdir` and of the run owning its data: a sweep
+        run's `data` links to the shared stage, so all runs of an env share one measurement."""
+        owner = (logdir / "data").resolve().parent if (logdir / "data").is_symlink() else logdir
+        for directory in (logdir, owner):
+            if directory in self.logdirs:
+                continue
+            self.logdirs.append(directory)
+            cached = read_json(directory / "eval" / "reference.json") or {}
+            for who in ("random", "expert"):
+                entry = cached.get(who)
+                if who not in self.data and isinstance(entry, dict) and entry.get("key") == self.key:
+                    self.data[who] = entry
 
     @property
     def pending(self) -> int:
@@ -317,10 +322,12 @@ class _References:
             self._save()
 
     def _save(self) -> None:
-        entries = {who: {**data, "key": self.key} for who, data in self.data.items()}
+        # a manifest fallback is not a measurement: it is not cached, so a later run with the
+        # expert available measures it
+        entries = {who: {**data, "key": self.key} for who, data in self.data.items()
+                   if data.get("source") != "manifest"}
         for logdir in self.logdirs:
             write_json(logdir / "eval" / "reference.json", entries)
-        self.data = entries
 
     def returns(self, who: str) -> list[float]:
         return [float(x) for x in self.data[who]["returns"]]

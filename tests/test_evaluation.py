@@ -235,3 +235,11 @@ def test_sweep_trains_runs_over_a_shared_world_model(trained_run, tmp_path, caps
     assert sweep.latest_step(logdir / "dbc" / "checkpoints") == load_config(["debug"]).dbc.steps
     assert sweep.main(argv) == 0  # finished runs are skipped, not retrained
     assert "skipped" in capsys.readouterr().out
+    # evaluated together with the four-agent run: one table over N_E, the references measured once
+    both = report([trained_run, logdir], out / "results", PROTOCOL, progress=False,
+                  echo=lambda text: None)
+    keys = [(r["agent"], r["n_expert"]) for r in both["rows"]]
+    assert keys == [("ditto", 2), ("dgail", 2), ("dbc", 1), ("dbc", 2), ("bc", 2)]
+    assert (json.loads((logdir / "eval" / "reference.json").read_text())
+            == json.loads((trained_run / "eval" / "reference.json").read_text()))
+    assert (out / "results" / "fig3_gym_CartPole-v1.png").is_file()
