@@ -302,7 +302,7 @@ class _References:
             self.data["random"] = _play(config, protocol, EVAL_SEED, n,
                                         lambda envs: RandomActor(envs[0].act_space, EVAL_SEED),
                                         progress)
-            self._save()
+            self.save()
         if "expert" not in self.data:
             progress.set_description(f"expert {config.task}")
             try:
@@ -319,15 +319,17 @@ class _References:
                 self.data["expert"] = _play(config, protocol, EVAL_SEED, n,
                                             lambda envs: ExpertActor(envs, expert, EVAL_SEED),
                                             progress)
-            self._save()
+            self.save()
 
-    def _save(self) -> None:
+    def save(self) -> None:
         # a manifest fallback is not a measurement: it is not cached, so a later run with the
         # expert available measures it
         entries = {who: {**data, "key": self.key} for who, data in self.data.items()
                    if data.get("source") != "manifest"}
         for logdir in self.logdirs:
-            write_json(logdir / "eval" / "reference.json", entries)
+            path = logdir / "eval" / "reference.json"
+            if read_json(path) != entries:
+                write_json(path, entries)
 
     def returns(self, who: str) -> list[float]:
         return [float(x) for x in self.data[who]["returns"]]
@@ -394,6 +396,7 @@ def evaluate(runs: Sequence[Run], protocol: Protocol = Protocol(),
                    dynamic_ncols=True) as bar:
         for refs in references:
             refs.measure(bar)
+            refs.save()  # also into logdirs that did not have the cached scores yet
         for item in plans:
             if not item.todo:
                 continue
