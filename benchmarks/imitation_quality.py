@@ -38,7 +38,7 @@ from ditto_tf.sweep import Sweep, plan  # noqa: E402
 # Per env: flags for every train.py call of the sweep (on top of `--configs <env> small`).
 # The world model learns from the wm episodes only (not the expert train episodes), so that
 # N_E is the only expert data each agent gets, whatever max(N_E) the shared collection holds.
-COMMON = ["--world_model.kl_scale", "1.0", "--world_model.train_on_expert", "false", "--data.wm_policy", "epsilon",
+COMMON = ["--world_model.train_on_expert", "false", "--data.wm_policy", "epsilon",
           "--data.wm_epsilon", "0.5", "--data.expert_val", "8", "--world_model.length", "32", "--agent.batch", "256", "--log_every", "25",
           "--checkpoint_every", "50", "--eval.checkpoints", "10", "--eval.episodes", "10",
           "--eval.envs", "10"]
