@@ -40,13 +40,13 @@ from ditto_tf.sweep import Sweep, plan  # noqa: E402
 # N_E is the only expert data each agent gets, whatever max(N_E) the shared collection holds.
 COMMON = ["--world_model.train_on_expert", "false", "--data.wm_policy", "epsilon",
           "--data.wm_epsilon", "0.5", "--data.expert_val", "8", "--world_model.length", "32", "--agent.batch", "256", "--log_every", "25",
-          "--checkpoint_every", "50", "--eval.checkpoints", "10", "--eval.episodes", "10",
+          "--checkpoint_every", "30", "--eval.checkpoints", "10", "--eval.episodes", "10",
           "--eval.envs", "10"]
 SETTINGS: dict[str, list[str]] = {
-    "cartpole": COMMON + ["--data.wm_episodes", "50", "--world_model.steps", "1500",
-                          "--agent.steps", "500", "--dbc.steps", "500", "--bc.steps", "500"],
-    "lunarlander": COMMON + ["--data.wm_episodes", "100", "--world_model.steps", "1500",
-                             "--agent.steps", "500", "--dbc.steps", "500", "--bc.steps", "500"],
+    "cartpole": COMMON + ["--data.wm_episodes", "50", "--world_model.steps", "1000",
+                          "--agent.steps", "300", "--dbc.steps", "300", "--bc.steps", "300"],
+    "lunarlander": COMMON + ["--data.wm_episodes", "100", "--world_model.steps", "1000",
+                             "--agent.steps", "300", "--dbc.steps", "300", "--bc.steps", "300"],
 }
 
 
