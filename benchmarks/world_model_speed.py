@@ -30,7 +30,7 @@ CASES = [
     (["small"], 50, 50, "float32", 10),
     (["small"], 16, 50, "mixed", 2),
 ]
-# Not in --all (about 6 minutes per update here): --configs atari --batch 16 --precision mixed --steps 1
+# Not in --all (about 20 s per update here, more under load): --configs atari --batch 16 --precision mixed --steps 1
 
 
 def measure(configs: list[str], batch: int, length: int, precision: str, steps: int,
