@@ -9,7 +9,7 @@ DreamerV2 (danijar/dreamerv2, PyPI `dreamerv2==2.2.0`) saves its agent with `Mod
 pickled tuple of numpy arrays in `tf.Module.variables` order and no names. This module derives
 that order and every shape from a ditto_tf config (the world model is DreamerV2's, layer for
 layer), finds the world-model block in the pickle (a full agent or `WorldModel.save`), checks
-every shape and writes a ditto_tf checkpoint. The mapping is documented in docs/dreamerv2.md.
+every shape and writes a ditto_tf checkpoint. The mapping is documented in the README's DreamerV2 section.
 """
 
 from __future__ import annotations
