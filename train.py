@@ -50,8 +50,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--configs", nargs="+", default=[], help="named config blocks, merged in order")
     parser.add_argument("--logdir", required=True, help="run directory (resumed if it exists)")
     parser.add_argument(
-        "--phase", default="all", choices=[*PIPELINE, "all"],
-        help="one stage of the pipeline, or all of them in order",
+        "--phase", default="all", choices=[*PHASES, "all"],
+        help="one stage of the pipeline (evaluate: true-env returns and tables), or all of them in order",
     )
     return parser.parse_known_args(argv)
 
