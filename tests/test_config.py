@@ -254,3 +254,18 @@ def test_cli_writes_effective_config_and_runs_phase(tmp_path):
     assert saved == expected.to_dict()
     assert json.loads((logdir / "probe.json").read_text()) == {
         "batch": 7, "size": [16, 16], "saved_first": True}
+
+
+def test_cli_failed_run_keeps_the_previous_config(tmp_path):
+    # A run that fails on bad input (here: a phase with no inputs) must not leave its own
+    # config.yaml behind over the one the logdir's checkpoints were made with.
+    logdir = tmp_path / "run"
+    logdir.mkdir()
+    first = load_config(["cartpole", "debug"])
+    first.save(logdir / "config.yaml")
+    before = (logdir / "config.yaml").read_text()
+    result = run_train("--configs", "cartpole", "debug", "--logdir", str(logdir),
+                       "--phase", "world_model", "--world_model.rssm.deter", "64")
+    assert result.returncode == 2
+    assert "no episodes" in result.stderr
+    assert (logdir / "config.yaml").read_text() == before
