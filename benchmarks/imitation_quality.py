@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ditto_tf.errors import UserError  # noqa: E402
 from ditto_tf.runs import AGENTS  # noqa: E402
-from ditto_tf.sweep import Sweep, plan  # noqa: E402
+from ditto_tf.sweep import STEPS_KEY, Sweep, latest_step, plan  # noqa: E402
 
 # Per env: flags for every train.py call of the sweep (on top of `--configs <env> small`).
 # The world model learns from the wm episodes only (not the expert train episodes), so that
@@ -96,10 +96,11 @@ def run_env(env: str, args: argparse.Namespace, extra: Sequence[str]) -> list[di
     sweep.shared(env, max(args.experts))
     timings.add("shared", time.time() - begin, skipped=time.time() - begin < 30)
     for item in plan([env], args.agents, args.experts, [horizon], [0]):
+        steps = int(sweep.config(env, item.overrides())[STEPS_KEY[item.agent]])
+        done = latest_step(out / env / item.name / item.agent / "checkpoints") >= steps
         begin = time.time()
         sweep.run(item)
-        elapsed = time.time() - begin
-        timings.add(item.name, elapsed, skipped=elapsed < 20)  # a skipped run costs ~config load
+        timings.add(item.name, time.time() - begin, skipped=done)
     if args.dry_run:
         return []
     begin = time.time()
