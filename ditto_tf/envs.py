@@ -242,9 +242,15 @@ class GymPixels(Env):
     """
 
     def __init__(self, env_id: str, size: Sequence[int] = (64, 64), grayscale: bool = True,
-                 action_repeat: int = 1, time_limit: int = 0, seed: int = 0):
+                 action_repeat: int = 1, time_limit: int = 0, seed: int = 0,
+                 crop: Sequence[float] = (0.0, 1.0, 0.0, 1.0)):
         super().__init__(size, grayscale)
         self.env_id = env_id
+        top, bottom, left, right = (float(c) for c in crop)
+        if not (0.0 <= top < bottom <= 1.0 and 0.0 <= left < right <= 1.0):
+            raise UserError(f"env.crop {list(crop)}: want [top, bottom, left, right] fractions "
+                            "with 0 <= top < bottom <= 1 and 0 <= left < right <= 1")
+        self.crop = (top, bottom, left, right)
         self.action_repeat = max(1, int(action_repeat))
         kwargs: dict[str, Any] = {"render_mode": "rgb_array"}
         if time_limit:
@@ -284,7 +290,13 @@ class GymPixels(Env):
         return self._obs(self._render(), reward, False, last, bool(terminated))
 
     def _render(self) -> np.ndarray:
-        return _resize(self._env.render(), self.size, self.grayscale)
+        frame = self._env.render()
+        if self.crop != (0.0, 1.0, 0.0, 1.0):  # keep the band where the action happens
+            height, width = frame.shape[:2]
+            top, bottom, left, right = self.crop
+            frame = frame[round(top * height):round(bottom * height),
+                          round(left * width):round(right * width)]
+        return _resize(frame, self.size, self.grayscale)
 
     def close(self) -> None:
         self._env.close()
@@ -331,7 +343,7 @@ def make_env(config: Any, seed: int = 0) -> Env:
                      env_cfg.sticky, env_cfg.all_actions, env_cfg.life_done, env_cfg.time_limit,
                      seed)
     return GymPixels(name, env_cfg.size, env_cfg.grayscale, env_cfg.action_repeat,
-                     env_cfg.time_limit, seed)
+                     env_cfg.time_limit, seed, env_cfg.crop)
 
 
 class VecEnv:

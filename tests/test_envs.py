@@ -170,6 +170,24 @@ def test_cartpole_rendered_to_pixels():
     check_obs(rgb.reset(), (32, 48, 3), first=True)
 
 
+def test_cartpole_crop_keeps_the_band_of_cart_and_pole():
+    # The same state rendered whole and cropped to the cartpole block's band: the crop is the
+    # band of the full render, resized, so the pole covers more of the 64x64 frame.
+    whole = make_env(load_config(["cartpole"], ["--env.crop", "0,1,0,1"]), seed=3)
+    band = make_env(load_config(["cartpole"]), seed=3)
+    assert band.crop == (0.375, 0.825, 0.0, 1.0)
+    whole_image, band_image = whole.reset()["image"], band.reset()["image"]
+    np.testing.assert_array_equal(whole.native_obs, band.native_obs)
+    frame = whole._env.render()
+    expected = cv2.resize(cv2.cvtColor(frame[150:330], cv2.COLOR_RGB2GRAY), (64, 64),
+                          interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(band_image[..., 0], expected)
+    dark = lambda image: int((image < 200).sum())  # noqa: E731  pixels of cart and pole
+    assert dark(band_image) > 2 * dark(whole_image)
+    with pytest.raises(UserError, match=r"env.crop \[0.5, 0.2, 0.0, 1.0\]"):
+        make_env(load_config(["cartpole"], ["--env.crop", "0.5,0.2,0,1"]), seed=0)
+
+
 def test_lunarlander_and_bipedalwalker_continuous():
     lander = make_env(load_config(["lunarlander"]), seed=0)
     assert lander.act_space == gym.spaces.Discrete(4) and lander.native_obs is None
