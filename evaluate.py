@@ -20,7 +20,7 @@ from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from ditto_tf.errors import UserError  # noqa: E402
+from ditto_tf.errors import UserError, command  # noqa: E402
 from ditto_tf.runs import AGENTS  # noqa: E402
 
 
@@ -44,26 +44,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@command("interrupted; run the same command again to resume (finished checkpoints are "
+          "cached)")
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
-    try:
-        from ditto_tf.evaluation import Protocol, report
+    from ditto_tf.evaluation import Protocol, report
 
-        for name in ("checkpoints", "episodes", "envs", "reference_episodes"):
-            value = getattr(args, name)
-            if value is not None and value < 1:
-                raise UserError(f"--{name.replace('_', '-')}: must be at least 1, got {value}")
-        protocol = Protocol(args.checkpoints, args.episodes, args.envs, args.reference_episodes,
-                            args.deterministic)
-        report(args.logdirs, args.out, protocol, args.agents, progress=not args.quiet)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume (finished checkpoints are "
-              "cached)", file=sys.stderr)
-        return 130
+    for name in ("checkpoints", "episodes", "envs", "reference_episodes"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')}: must be at least 1, got {value}")
+    protocol = Protocol(args.checkpoints, args.episodes, args.envs, args.reference_episodes,
+                        args.deterministic)
+    report(args.logdirs, args.out, protocol, args.agents, progress=not args.quiet)
     return 0
 
 

@@ -14,7 +14,7 @@ import sys
 from typing import Callable, Sequence
 
 from ditto_tf.config import Config, config_names, load_config
-from ditto_tf.errors import UserError
+from ditto_tf.errors import UserError, command
 from ditto_tf.files import atomic_write_text
 
 # phase -> "module:function" taking (config, logdir); None marks a phase not built yet.
@@ -57,35 +57,29 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_known_args(argv)
 
 
+@command()
 def main(argv: Sequence[str] | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    previous_config: str | None = None  # restored if this invocation fails on bad input
-    config_path: pathlib.Path | None = None
+    config = load_config(args.configs, overrides)
+    logdir = pathlib.Path(args.logdir).expanduser()
+    function = phase_function(args.phase) if args.phase != "all" else None
+    logdir.mkdir(parents=True, exist_ok=True)
+    config_path = logdir / "config.yaml"
+    previous_config = config_path.read_text() if config_path.exists() else None
+    config.save(config_path)
     try:
-        config = load_config(args.configs, overrides)
-        logdir = pathlib.Path(args.logdir).expanduser()
-        function = phase_function(args.phase) if args.phase != "all" else None
-        logdir.mkdir(parents=True, exist_ok=True)
-        config_path = logdir / "config.yaml"
-        if config_path.exists():
-            previous_config = config_path.read_text()
-        config.save(config_path)
         if function is not None:
             function(config, logdir)
         else:  # every phase, then evaluation, the results table and where everything is
             from ditto_tf.pipeline import run_all
 
             run_all(config, logdir, PIPELINE, phase_function)
-    except UserError as e:
-        if previous_config is not None and config_path is not None:
+    except UserError:
+        if previous_config is not None:
             # A run that failed on bad input (e.g. sizes that do not fit the checkpoints) must
             # not leave its config behind for evaluate.py and later phases to read.
             atomic_write_text(config_path, previous_config)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        raise
     return 0
 
 

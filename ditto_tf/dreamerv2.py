@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ditto_tf.errors import UserError
+from ditto_tf.errors import UserError, command
 
 # DreamerV2's published Atari results (scores/atari-dreamerv2.json in danijar/dreamerv2): the
 # final evaluation return per game, mean over its seeds, after 200M environment frames of ONLINE
@@ -419,6 +419,7 @@ def _config(names: Sequence[str], overrides: Sequence[str]) -> Any:
     return load_config(list(names), list(overrides))
 
 
+@command()
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ditto_tf.dreamerv2", description=__doc__
                                      .split("\n")[0])
@@ -440,28 +441,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmp.add_argument("--max-episodes", type=int, default=10)
     cmp.add_argument("--actions", type=int, help="action count (default: from the episodes)")
     args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    try:
-        config = _config(args.configs, overrides)
-        if args.command == "import":
-            out = args.out if args.out else checkpoint_dir(args.logdir)
-            info = import_checkpoint(args.pickle, config, out, args.actions, args.step)
-            if args.logdir:  # what the agent phases read besides the checkpoint
-                write_model_spec(args.logdir, info["actions"], config)
-                if not (pathlib.Path(args.logdir) / "config.yaml").exists():
-                    config.save(pathlib.Path(args.logdir) / "config.yaml")
-            print(f"imported {info['loaded']} tensors ({info['parameters']:,} parameters) of a "
-                  f"DreamerV2 {info['kind'].replace('_', ' ')} ({info['tensors']} tensors, "
-                  f"discount head {'yes' if info['discount_head'] else 'no'}) -> "
-                  f"{info['checkpoint']} (step {info['step']})")
-        else:
-            from ditto_tf import wm_compare
+    config = _config(args.configs, overrides)
+    if args.command == "import":
+        out = args.out if args.out else checkpoint_dir(args.logdir)
+        info = import_checkpoint(args.pickle, config, out, args.actions, args.step)
+        if args.logdir:  # what the agent phases read besides the checkpoint
+            write_model_spec(args.logdir, info["actions"], config)
+            if not (pathlib.Path(args.logdir) / "config.yaml").exists():
+                config.save(pathlib.Path(args.logdir) / "config.yaml")
+        print(f"imported {info['loaded']} tensors ({info['parameters']:,} parameters) of a "
+              f"DreamerV2 {info['kind'].replace('_', ' ')} ({info['tensors']} tensors, "
+              f"discount head {'yes' if info['discount_head'] else 'no'}) -> "
+              f"{info['checkpoint']} (step {info['step']})")
+    else:
+        from ditto_tf import wm_compare
 
-            table = wm_compare.run(config, args.models, args.episodes, args.out,
-                                   args.max_episodes, args.actions)
-            print(table)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        table = wm_compare.run(config, args.models, args.episodes, args.out,
+                               args.max_episodes, args.actions)
+        print(table)
     return 0
 
 

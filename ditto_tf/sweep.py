@@ -34,7 +34,7 @@ import sys
 from typing import Sequence
 
 from ditto_tf.config import load_config
-from ditto_tf.errors import UserError
+from ditto_tf.errors import UserError, command
 from ditto_tf.runs import AGENTS, HORIZON_AGENTS
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -184,29 +184,23 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     return args, extra
 
 
+@command()
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        if any(n < 1 for n in args.experts):
-            raise UserError(f"--experts {args.experts}: N_E values must be at least 1")
-        sweep = Sweep(pathlib.Path(args.out).expanduser(), args.configs, extra, args.dry_run, args.eval)
-        horizons = args.horizons or [int(sweep.config(args.envs[0]).agent.horizon)]
-        runs = shard(plan(args.envs, args.agents, args.experts, horizons, args.seeds), args.shard)
-        print(f"# sweep: {len(runs)} runs" + (f" (shard {args.shard})" if args.shard else ""))
-        if args.stage in ("all", "shared"):
-            for env in dict.fromkeys(r.env for r in runs):
-                sweep.shared(env, max(args.experts))
-        if args.stage in ("all", "runs"):
-            for item in runs:
-                sweep.run(item)
-        envs = " ".join(str(sweep.out / e) + "/*-s*" for e in dict.fromkeys(r.env for r in runs))
-        print(f"# evaluate: python evaluate.py {envs} --out {sweep.out / 'results'}")
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    if any(n < 1 for n in args.experts):
+        raise UserError(f"--experts {args.experts}: N_E values must be at least 1")
+    sweep = Sweep(pathlib.Path(args.out).expanduser(), args.configs, extra, args.dry_run, args.eval)
+    horizons = args.horizons or [int(sweep.config(args.envs[0]).agent.horizon)]
+    runs = shard(plan(args.envs, args.agents, args.experts, horizons, args.seeds), args.shard)
+    print(f"# sweep: {len(runs)} runs" + (f" (shard {args.shard})" if args.shard else ""))
+    if args.stage in ("all", "shared"):
+        for env in dict.fromkeys(r.env for r in runs):
+            sweep.shared(env, max(args.experts))
+    if args.stage in ("all", "runs"):
+        for item in runs:
+            sweep.run(item)
+    envs = " ".join(str(sweep.out / e) + "/*-s*" for e in dict.fromkeys(r.env for r in runs))
+    print(f"# evaluate: python evaluate.py {envs} --out {sweep.out / 'results'}")
     return 0
 
 
