@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import json
 import pathlib
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -23,32 +24,22 @@ from ditto_tf.envs import VecEnv
 from ditto_tf.errors import UserError
 from ditto_tf.wm_training import load_world_model
 from ditto_tf.wm_training import run as train_world_model
-from ditto_tf.data.episodes import save_episode
-from ditto_tf.envs import make_env
 from test_world_model import write_cartpole_episodes
 
 AGENTS = ("ditto", "dgail", "dbc", "bc")
 
 
-def write_controller_episodes(config: Config, directory: pathlib.Path, count: int, seed: int,
-                              epsilon: float, first_index: int = 0) -> None:
-    """Real pixel CartPole episodes of a pole-balancing controller (push towards the side the
-    pole falls to), with epsilon-random actions: an expert whose action follows the state."""
-    env = make_env(config, seed=seed)
-    rng = np.random.default_rng(seed)
-    for index in range(count):
-        obs = env.reset(seed=seed * 1000 + index)
-        steps = [dict(obs, action=np.zeros(env.action_size, np.float32))]
-        while not obs["is_last"]:
-            _, _, angle, angular_velocity = env.native_obs
-            action = int(angle + 0.5 * angular_velocity > 0)
-            if rng.random() < epsilon:
-                action = int(rng.integers(env.action_size))
-            obs = env.step(action)
-            steps.append(dict(obs, action=env.action_vector(action)))
-        episode = {k: np.stack([s[k] for s in steps]) for k in steps[0]}
-        save_episode(directory, episode, first_index + index)
-    env.close()
+def balancing_controller(epsilon: float) -> Callable[[Any, np.random.Generator], int]:
+    """A pole-balancing controller (push towards the side the pole falls to) with epsilon-random
+    actions: an expert whose action follows the state."""
+    def act(env: Any, rng: np.random.Generator) -> int:
+        _, _, angle, angular_velocity = env.native_obs
+        action = int(angle + 0.5 * angular_velocity > 0)
+        if rng.random() < epsilon:
+            action = int(rng.integers(env.action_size))
+        return action
+
+    return act
 
 
 def agent_config(steps: int, *extra: str) -> Config:
@@ -63,10 +54,12 @@ def logdir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     logdir = tmp_path_factory.mktemp("agents")
     config = agent_config(0)
     write_cartpole_episodes(config, logdir / "data" / "wm", count=3, seed=1)
-    write_controller_episodes(config, logdir / "data" / "wm", count=2, seed=4, epsilon=0.2,
-                              first_index=3)
-    write_controller_episodes(config, logdir / "data" / "expert" / "train", count=2, seed=2, epsilon=0.0)
-    write_controller_episodes(config, logdir / "data" / "expert" / "val", count=2, seed=3, epsilon=0.0)
+    write_cartpole_episodes(config, logdir / "data" / "wm", count=2, seed=4,
+                            policy=balancing_controller(0.2), first_index=3)
+    write_cartpole_episodes(config, logdir / "data" / "expert" / "train", count=2, seed=2,
+                            policy=balancing_controller(0.0))
+    write_cartpole_episodes(config, logdir / "data" / "expert" / "val", count=2, seed=3,
+                            policy=balancing_controller(0.0))
     train_world_model(config, logdir)
     return logdir
 

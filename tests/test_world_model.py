@@ -4,6 +4,7 @@ pixel CartPole frames, checkpoint round trip and the mixed-precision step. Tiny 
 from __future__ import annotations
 
 import pathlib
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -18,19 +19,26 @@ from ditto_tf.errors import UserError
 from ditto_tf.world_model import WorldModel, WorldModelTrainer
 
 
-def write_cartpole_episodes(config: Config, directory: pathlib.Path, count: int, seed: int) -> None:
-    """Real pixel CartPole episodes (random policy) in the episode file format."""
+def random_action(env: Any, rng: np.random.Generator) -> int:
+    return int(rng.integers(env.action_size))
+
+
+def write_cartpole_episodes(config: Config, directory: pathlib.Path, count: int, seed: int,
+                            policy: Callable[[Any, np.random.Generator], int] = random_action,
+                            first_index: int = 0) -> None:
+    """Real pixel CartPole episodes of `policy(env, rng)` (random by default) in the episode
+    file format, indexed from `first_index`."""
     env = make_env(config, seed=seed)
     rng = np.random.default_rng(seed)
     for index in range(count):
         obs = env.reset(seed=seed * 1000 + index)
         steps = [dict(obs, action=np.zeros(env.action_size, np.float32))]
         while not obs["is_last"]:
-            action = int(rng.integers(env.action_size))
+            action = policy(env, rng)
             obs = env.step(action)
             steps.append(dict(obs, action=env.action_vector(action)))
         episode = {k: np.stack([s[k] for s in steps]) for k in steps[0]}
-        save_episode(directory, episode, index)
+        save_episode(directory, episode, first_index + index)
     env.close()
 
 
