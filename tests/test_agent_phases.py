@@ -103,6 +103,28 @@ def test_phase_trains_logs_checkpoints_resumes_and_acts(logdir: pathlib.Path, ag
         policy.load(str(directory / "checkpoints" / "ckpt-99"))
 
 
+def test_latent_policy_filters_with_the_actions_really_taken(logdir: pathlib.Path) -> None:
+    """When another actor drives (the expert in benchmarks/onpolicy_agreement.py), the policy's
+    filter must condition on the action taken, not on its own choice (`record_actions`)."""
+    config = agent_config(2)
+    importlib.import_module("ditto_tf.agents.dbc").run(config, logdir)
+    envs = VecEnv.make(config, 1, seed=7)
+    first = VecEnv.stack(envs.reset())
+    second = VecEnv.stack(envs.step([np.array([1.0, 0.0], np.float32)]))
+    envs.close()
+    policy = load_policy(config, logdir, "dbc")
+    policy(first)
+    start = dict(policy.state)
+    deter = {}
+    for name, taken in (("left", 0), ("right", 1), ("right again", 1)):
+        policy.state = dict(start)
+        policy.record_actions(np.eye(2, dtype=np.float32)[[taken]])
+        policy(second)
+        deter[name] = policy.state["deter"].numpy()  # h is deterministic given state and action
+    np.testing.assert_array_equal(deter["right"], deter["right again"])
+    assert np.abs(deter["left"] - deter["right"]).max() > 1e-4
+
+
 def test_ditto_imagined_reward_rises(logdir: pathlib.Path) -> None:
     """DITTO's mean imagined reward (eq. 8 on h, the authors' code's latent) rises with training.
 

@@ -87,6 +87,11 @@ class LatentPolicy:
         self.prev_action = action
         return action.numpy()
 
+    def record_actions(self, actions: np.ndarray) -> None:
+        """The actions really taken after the last call (N, A), when someone else drove the env
+        (e.g. the expert, to measure agreement on its states): the filter conditions on them."""
+        self.prev_action = tf.constant(actions, tf.float32)
+
 
 class BCPolicy:
     """The pixel BC net on the last `bc.frame_stack` frames of each env."""
@@ -124,6 +129,9 @@ class BCPolicy:
             self.frames[is_first] = image[is_first][:, None]  # new episode: repeat its first frame
         stacked = np.moveaxis(self.frames, 1, -2).reshape(*image.shape[:3], -1)
         return self._act(tf.constant(stacked), self.deterministic).numpy()
+
+    def record_actions(self, actions: np.ndarray) -> None:
+        """As `LatentPolicy.record_actions`; BC looks at frames only, so nothing to do."""
 
 
 def load_policy(config: Any, logdir: str | pathlib.Path, agent: str,

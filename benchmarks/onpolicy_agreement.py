@@ -1,0 +1,79 @@
+"""Does the agent act like the expert on its own states, not only on the expert's? (covariate shift)
+
+    python benchmarks/onpolicy_agreement.py LOGDIR [--agents ditto dgail dbc bc] [--episodes 5]
+
+For each trained agent of a run, plays true-env episodes twice: (a) the agent drives, (b) the
+expert drives (the agent's filter is told the expert's actions). At every step both the agent
+(its most likely action) and the run's expert are asked what they would do; printed: the
+fraction of steps they agree and the mean episode length. The held-out `action_accuracy` of
+training is (b) on recorded frames; a policy that agrees in (b) but not in (a) has learned the
+expert's states only and drifts off them in the real env. Discrete actions only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+def agreement(logdir: pathlib.Path, agent: str, episodes: int, driver: str,
+              seed: int = 10_000) -> tuple[float, float]:
+    """(agreement with the expert per step, mean episode length in agent steps)."""
+    from ditto_tf.agents.policy import load_policy
+    from ditto_tf.envs import make_env
+    from ditto_tf.errors import UserError
+    from ditto_tf.experts import load_expert
+    from ditto_tf.runs import load_run_config
+
+    config = load_run_config(logdir)
+    env = make_env(config, seed)
+    if not env.discrete:
+        raise UserError(f"{config.task}: agreement needs discrete actions")
+    expert = load_expert(config, env=env)
+    policy = load_policy(config, logdir, agent, deterministic=True)
+    agree, lengths = [], []
+    for episode in range(episodes):
+        obs = env.reset(seed=seed + episode)
+        expert.reset()
+        policy.reset()
+        steps = 0
+        while not obs["is_last"]:
+            mine = int(np.argmax(policy({k: np.asarray(v)[None] for k, v in obs.items()})[0]))
+            theirs = int(expert.act(env))
+            agree.append(mine == theirs)
+            taken = mine if driver == "agent" else theirs
+            policy.record_actions(env.action_vector(taken)[None])
+            obs = env.step(taken)
+            steps += 1
+        lengths.append(steps)
+    env.close()
+    return float(np.mean(agree)), float(np.mean(lengths))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("logdir", type=pathlib.Path)
+    parser.add_argument("--agents", nargs="+", default=["ditto", "dgail", "dbc", "bc"])
+    parser.add_argument("--episodes", type=int, default=5)
+    args = parser.parse_args()
+    print(f"{args.logdir}: agreement with the expert (agent's most likely action), {args.episodes} episodes each")
+    print("| agent | agent drives: agreement | episode length | expert drives: agreement | episode length |")
+    print("|---|---|---|---|---|")
+    for agent in args.agents:
+        if not (args.logdir / agent / "checkpoints").is_dir():
+            continue
+        own = agreement(args.logdir, agent, args.episodes, "agent")
+        exp = agreement(args.logdir, agent, args.episodes, "expert")
+        print(f"| {agent} | {own[0]:.3f} | {own[1]:.1f} | {exp[0]:.3f} | {exp[1]:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
