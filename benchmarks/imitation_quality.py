@@ -39,13 +39,16 @@ from ditto_tf.sweep import STEPS_KEY, Sweep, latest_step, plan  # noqa: E402
 # The world model learns from the wm episodes only (not the expert train episodes), so that
 # N_E is the only expert data each agent gets, whatever max(N_E) the shared collection holds.
 COMMON = ["--world_model.train_on_expert", "false", "--data.wm_policy", "epsilon",
-          "--data.wm_epsilon", "0.5", "--data.expert_val", "8", "--world_model.length", "32", "--agent.batch", "256", "--log_every", "25",
+          "--data.expert_val", "8", "--world_model.length", "32", "--agent.batch", "256", "--log_every", "25",
           "--checkpoint_every", "30", "--eval.checkpoints", "10", "--eval.episodes", "10",
           "--eval.envs", "10"]
 SETTINGS: dict[str, list[str]] = {
-    "cartpole": COMMON + ["--data.wm_episodes", "50", "--world_model.steps", "1000",
+    # CartPole: action repeat 2 (the expert still scores 500) so that one action moves the image;
+    # epsilon 0.25, as 0.5 at repeat 2 ends most episodes before one 32-step training window.
+    "cartpole": COMMON + ["--env.action_repeat", "2", "--data.wm_epsilon", "0.25",
+                          "--data.wm_episodes", "60", "--world_model.steps", "3000",
                           "--agent.steps", "300", "--dbc.steps", "300", "--bc.steps", "300"],
-    "lunarlander": COMMON + ["--data.wm_episodes", "100", "--world_model.steps", "1000",
+    "lunarlander": COMMON + ["--data.wm_epsilon", "0.5", "--data.wm_episodes", "100", "--world_model.steps", "2000",
                              "--agent.steps", "300", "--dbc.steps", "300", "--bc.steps", "300"],
 }
 
