@@ -47,7 +47,7 @@ SETTINGS: dict[str, list[str]] = {
     # epsilon 0.25, as 0.5 at repeat 2 ends most episodes before one 32-step training window.
     "cartpole": COMMON + ["--env.action_repeat", "2", "--data.wm_epsilon", "0.25",
                           "--data.wm_episodes", "60", "--world_model.steps", "3000",
-                          "--agent.steps", "300", "--dbc.steps", "300", "--bc.steps", "300"],
+                          "--agent.steps", "1000", "--dbc.steps", "1000", "--bc.steps", "1000"],
     "lunarlander": COMMON + ["--data.wm_epsilon", "0.5", "--data.wm_episodes", "100", "--world_model.steps", "2000",
                              "--agent.steps", "300", "--dbc.steps", "300", "--bc.steps", "300"],
 }
