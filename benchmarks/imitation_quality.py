@@ -48,7 +48,8 @@ SETTINGS: dict[str, list[str]] = {
     "cartpole": COMMON + ["--env.action_repeat", "2", "--data.wm_epsilon", "0.25",
                           "--data.wm_episodes", "60", "--world_model.steps", "3000",
                           "--agent.steps", "1000", "--dbc.steps", "1000", "--bc.steps", "1000"],
-    "lunarlander": COMMON + ["--data.wm_epsilon", "0.5", "--data.wm_episodes", "100", "--world_model.steps", "2000",
+    "lunarlander": COMMON + ["--data.wm_epsilon", "0.5", "--data.wm_episodes", "100",
+                             "--world_model.steps", "2000",
                              "--agent.steps", "300", "--dbc.steps", "300", "--bc.steps", "300"],
 }
 

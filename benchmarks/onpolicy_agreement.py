@@ -23,13 +23,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from ditto_tf.errors import UserError, command  # noqa: E402
+
 
 def agreement(logdir: pathlib.Path, agent: str, episodes: int, driver: str,
               seed: int = 10_000) -> tuple[float, float]:
     """(agreement with the expert per step, mean episode length in agent steps)."""
     from ditto_tf.agents.policy import load_policy
     from ditto_tf.envs import make_env
-    from ditto_tf.errors import UserError
     from ditto_tf.experts import load_expert
     from ditto_tf.runs import load_run_config
 
@@ -58,12 +59,15 @@ def agreement(logdir: pathlib.Path, agent: str, episodes: int, driver: str,
     return float(np.mean(agree)), float(np.mean(lengths))
 
 
+@command()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("logdir", type=pathlib.Path)
     parser.add_argument("--agents", nargs="+", default=["ditto", "dgail", "dbc", "bc"])
     parser.add_argument("--episodes", type=int, default=5)
     args = parser.parse_args()
+    if not (args.logdir / "config.yaml").is_file():
+        raise UserError(f"{args.logdir}: not a ditto_tf run directory (no config.yaml)")
     print(f"{args.logdir}: agreement with the expert (agent's most likely action), {args.episodes} episodes each")
     print("| agent | agent drives: agreement | episode length | expert drives: agreement | episode length |")
     print("|---|---|---|---|---|")
@@ -76,4 +80,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
