@@ -16,6 +16,7 @@ import argparse
 import os
 import pathlib
 import sys
+from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -26,37 +27,39 @@ import numpy as np  # noqa: E402
 from ditto_tf.errors import UserError, command  # noqa: E402
 
 
-def agreement(logdir: pathlib.Path, agent: str, episodes: int, driver: str,
-              seed: int = 10_000) -> tuple[float, float]:
-    """(agreement with the expert per step, mean episode length in agent steps)."""
+def agreement(config: Any, logdir: pathlib.Path, agent: str, episodes: int,
+              seed: int = 10_000) -> dict[str, tuple[float, float]]:
+    """{driver ("agent" | "expert"): (agreement with the expert per step, mean episode length
+    in agent steps)}; env, expert and policy are built once for both drivers."""
     from ditto_tf.agents.policy import load_policy
     from ditto_tf.envs import make_env
     from ditto_tf.experts import load_expert
-    from ditto_tf.runs import load_run_config
 
-    config = load_run_config(logdir)
     env = make_env(config, seed)
     if not env.discrete:
         raise UserError(f"{config.task}: agreement needs discrete actions")
     expert = load_expert(config, env=env)
     policy = load_policy(config, logdir, agent, deterministic=True)
-    agree, lengths = [], []
-    for episode in range(episodes):
-        obs = env.reset(seed=seed + episode)
-        expert.reset()
-        policy.reset()
-        steps = 0
-        while not obs["is_last"]:
-            mine = int(np.argmax(policy({k: np.asarray(v)[None] for k, v in obs.items()})[0]))
-            theirs = int(expert.act(env))
-            agree.append(mine == theirs)
-            taken = mine if driver == "agent" else theirs
-            policy.record_actions(env.action_vector(taken)[None])
-            obs = env.step(taken)
-            steps += 1
-        lengths.append(steps)
+    out = {}
+    for driver in ("agent", "expert"):
+        agree, lengths = [], []
+        for episode in range(episodes):
+            obs = env.reset(seed=seed + episode)
+            expert.reset()
+            policy.reset()
+            steps = 0
+            while not obs["is_last"]:
+                mine = int(np.argmax(policy({k: np.asarray(v)[None] for k, v in obs.items()})[0]))
+                theirs = int(expert.act(env))
+                agree.append(mine == theirs)
+                taken = mine if driver == "agent" else theirs
+                policy.record_actions(env.action_vector(taken)[None])
+                obs = env.step(taken)
+                steps += 1
+            lengths.append(steps)
+        out[driver] = (float(np.mean(agree)), float(np.mean(lengths)))
     env.close()
-    return float(np.mean(agree)), float(np.mean(lengths))
+    return out
 
 
 @command()
@@ -66,16 +69,17 @@ def main() -> None:
     parser.add_argument("--agents", nargs="+", default=["ditto", "dgail", "dbc", "bc"])
     parser.add_argument("--episodes", type=int, default=5)
     args = parser.parse_args()
-    if not (args.logdir / "config.yaml").is_file():
-        raise UserError(f"{args.logdir}: not a ditto_tf run directory (no config.yaml)")
+    from ditto_tf.runs import load_run_config
+
+    config = load_run_config(args.logdir)  # one-line error when LOGDIR is not a run
     print(f"{args.logdir}: agreement with the expert (agent's most likely action), {args.episodes} episodes each")
     print("| agent | agent drives: agreement | episode length | expert drives: agreement | episode length |")
     print("|---|---|---|---|---|")
     for agent in args.agents:
         if not (args.logdir / agent / "checkpoints").is_dir():
             continue
-        own = agreement(args.logdir, agent, args.episodes, "agent")
-        exp = agreement(args.logdir, agent, args.episodes, "expert")
+        result = agreement(config, args.logdir, agent, args.episodes)
+        own, exp = result["agent"], result["expert"]
         print(f"| {agent} | {own[0]:.3f} | {own[1]:.1f} | {exp[0]:.3f} | {exp[1]:.1f} |")
 
 
