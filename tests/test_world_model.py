@@ -15,30 +15,19 @@ from ditto_tf.checkpoints import Checkpointer
 from ditto_tf.config import Config, load_config
 from ditto_tf.data.episodes import load_episodes, save_episode
 from ditto_tf.envs import make_env
+from ditto_tf.data.collect import random_policy, rollout
 from ditto_tf.errors import UserError
 from ditto_tf.world_model import WorldModel, WorldModelTrainer
 
 
-def random_action(env: Any, rng: np.random.Generator) -> int:
-    return int(rng.integers(env.action_size))
-
-
 def write_cartpole_episodes(config: Config, directory: pathlib.Path, count: int, seed: int,
-                            policy: Callable[[Any, np.random.Generator], int] = random_action,
+                            policy: Callable[[Any, np.random.Generator], int] = random_policy,
                             first_index: int = 0) -> None:
-    """Real pixel CartPole episodes of `policy(env, rng)` (random by default) in the episode
-    file format, indexed from `first_index`."""
+    """Real pixel CartPole episodes of `policy(env, rng)` (random by default), recorded by the
+    collect phase's own `rollout`, in the episode file format, indexed from `first_index`."""
     env = make_env(config, seed=seed)
-    rng = np.random.default_rng(seed)
     for index in range(count):
-        obs = env.reset(seed=seed * 1000 + index)
-        steps = [dict(obs, action=np.zeros(env.action_size, np.float32))]
-        while not obs["is_last"]:
-            action = policy(env, rng)
-            obs = env.step(action)
-            steps.append(dict(obs, action=env.action_vector(action)))
-        episode = {k: np.stack([s[k] for s in steps]) for k in steps[0]}
-        save_episode(directory, episode, first_index + index)
+        save_episode(directory, rollout(env, policy, seed * 1000 + index), first_index + index)
     env.close()
 
 
