@@ -13,15 +13,12 @@ Writes results.md, results.csv and the PNG figures (fig3_*, fig2_*, horizon_*) i
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from typing import Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from ditto_tf.errors import UserError, command  # noqa: E402
-from ditto_tf.runs import AGENTS  # noqa: E402
+from ditto_tf.errors import UserError, command, quiet_tensorflow
+from ditto_tf.runs import AGENTS
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -41,6 +38,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--deterministic", action="store_true",
                         help="agents act with their policy's mode instead of sampling")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's C++ start-up messages (CUDA probing, oneDNN notes)")
     return parser.parse_args(argv)
 
 
@@ -55,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')}: must be at least 1, got {value}")
+    quiet_tensorflow(args.verbose)
     protocol = Protocol(args.checkpoints, args.episodes, args.envs, args.reference_episodes,
                         args.deterministic)
     report(args.logdirs, args.out, protocol, args.agents, progress=not args.quiet)

@@ -13,9 +13,9 @@ import pathlib
 import sys
 from typing import Callable, Sequence
 
-from ditto_tf.config import Config, config_names, load_config
-from ditto_tf.errors import UserError, command
-from ditto_tf.files import atomic_write_text
+from ditto_tf.config import Config, config_names
+from ditto_tf.errors import UserError, command, quiet_tensorflow
+from ditto_tf.rundir import RunDir
 
 # phase -> "module:function" taking (config, logdir); None marks a phase not built yet.
 PHASES: dict[str, str | None] = {
@@ -49,37 +49,34 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         epilog=f"config names: {names}. Any config key can be overridden with --key.sub value.",
     )
     parser.add_argument("--configs", nargs="+", default=[], help="named config blocks, merged in order")
-    parser.add_argument("--logdir", required=True, help="run directory (resumed if it exists)")
+    parser.add_argument("--logdir", required=True, help="run directory (resumed if it exists; "
+                        "there, its stored config is the base for the blocks and flags given)")
     parser.add_argument(
         "--phase", default="all", choices=[*PHASES, "all"],
         help="one stage of the pipeline (evaluate: true-env returns and tables), or all of them in order",
     )
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's C++ start-up messages (CUDA probing, oneDNN notes)")
     return parser.parse_known_args(argv)
 
 
 @command()
 def main(argv: Sequence[str] | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    config = load_config(args.configs, overrides)
-    logdir = pathlib.Path(args.logdir).expanduser()
-    function = phase_function(args.phase) if args.phase != "all" else None
-    logdir.mkdir(parents=True, exist_ok=True)
-    config_path = logdir / "config.yaml"
-    previous_config = config_path.read_text() if config_path.exists() else None
-    config.save(config_path)
-    try:
+    rundir = RunDir(args.logdir)  # every path below is absolute, whatever the working directory
+    with rundir.transaction():
+        rundir.root.mkdir(parents=True, exist_ok=True)
+        # A new run directory takes the blocks and flags; an existing one keeps its stored config
+        # with them merged over it, and refuses changes to what it collected and built.
+        config = rundir.configure(args.configs, overrides)
+        quiet_tensorflow(args.verbose)  # after the cheap checks: a bad flag fails at once
+        function = phase_function(args.phase) if args.phase != "all" else None
         if function is not None:
-            function(config, logdir)
+            function(config, rundir.root)
         else:  # every phase, then evaluation, the results table and where everything is
             from ditto_tf.pipeline import run_all
 
-            run_all(config, logdir, PIPELINE, phase_function)
-    except UserError:
-        if previous_config is not None:
-            # A run that failed on bad input (e.g. sizes that do not fit the checkpoints) must
-            # not leave its config behind for evaluate.py and later phases to read.
-            atomic_write_text(config_path, previous_config)
-        raise
+            run_all(config, rundir.root, PIPELINE, phase_function)
     return 0
 
 

@@ -23,8 +23,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from ditto_tf.config import load_config, parse_overrides  # noqa: E402
-from ditto_tf.evaluation import (EVAL_SEED, ExpertActor, Protocol, RandomActor, _play,  # noqa: E402
-                                 eval_config)
+from ditto_tf.evaluation import EVAL_SEED, Protocol, _play, eval_config  # noqa: E402
+from ditto_tf.rollout import ExpertActor, RandomActor  # noqa: E402
 from ditto_tf.runs import load_run_config  # noqa: E402
 
 

@@ -224,11 +224,13 @@ def parse_overrides(argv: Sequence[str], defaults: Config) -> dict[str, Any]:
 
 
 def load_config(
-    names: Sequence[str], overrides: Sequence[str] = (), path: str | pathlib.Path = CONFIGS_PATH
+    names: Sequence[str], overrides: Sequence[str] = (), path: str | pathlib.Path = CONFIGS_PATH,
+    base: Config | None = None,
 ) -> Config:
-    """Merge `defaults`, then each named block in order, then command-line overrides."""
+    """Merge `defaults` (or `base`, e.g. a run directory's stored config), then each named block
+    in order, then command-line overrides."""
     blocks = read_blocks(path)
-    data = blocks["defaults"]
+    data = base.to_dict() if base is not None else blocks["defaults"]
     for name in names:
         if name == "defaults":
             continue

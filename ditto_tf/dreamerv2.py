@@ -23,7 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ditto_tf.errors import UserError, command
+from ditto_tf.errors import UserError, command, quiet_tensorflow
+from ditto_tf.rundir import absolute_paths, resolve_path
 
 # DreamerV2's published Atari results (scores/atari-dreamerv2.json in danijar/dreamerv2): the
 # final evaluation return per game, mean over its seeds, after 200M environment frames of ONLINE
@@ -441,14 +442,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmp.add_argument("--max-episodes", type=int, default=10)
     cmp.add_argument("--actions", type=int, help="action count (default: from the episodes)")
     args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL=0 shows its start-up messages
+    for key in ("pickle", "out", "logdir", "episodes"):  # absolute once, here: see ditto_tf.rundir
+        if getattr(args, key, None):
+            setattr(args, key, resolve_path(getattr(args, key)))
     config = _config(args.configs, overrides)
     if args.command == "import":
         out = args.out if args.out else checkpoint_dir(args.logdir)
         info = import_checkpoint(args.pickle, config, out, args.actions, args.step)
         if args.logdir:  # what the agent phases read besides the checkpoint
             write_model_spec(args.logdir, info["actions"], config)
-            if not (pathlib.Path(args.logdir) / "config.yaml").exists():
-                config.save(pathlib.Path(args.logdir) / "config.yaml")
+            if not (args.logdir / "config.yaml").exists():
+                absolute_paths(config).save(args.logdir / "config.yaml")
         print(f"imported {info['loaded']} tensors ({info['parameters']:,} parameters) of a "
               f"DreamerV2 {info['kind'].replace('_', ' ')} ({info['tensors']} tensors, "
               f"discount head {'yes' if info['discount_head'] else 'no'}) -> "

@@ -22,147 +22,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import pathlib
 import warnings
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from ditto_tf.config import Config
 from ditto_tf.errors import UserError
+from ditto_tf.rollout import Actor, ExpertActor, RandomActor, rollout
+from ditto_tf.rundir import resolve_path
 from ditto_tf.runs import (AGENTS, Run, check_readable, find_runs, checkpoint_signature, checkpoint_step, env_signature,
                            list_checkpoints, offline_summary, read_json, write_json)
+from ditto_tf.scores import RunResult, summarize
 
 EVAL_SEED = 10**6                           # eval env seeds are disjoint from collection seeds
-
-
-# ----------------------------------------------------------------------------- statistics
-
-@dataclasses.dataclass(frozen=True)
-class Score:
-    """Mean and standard error of a K x E (checkpoints x rollouts) table of returns."""
-
-    mean: float
-    se: float              # SE of the per-checkpoint means (see module docstring)
-    se_rollouts: float     # SE over all rollouts as if independent
-    checkpoints: int
-    episodes: int          # total rollouts
-
-    def normalized(self, random: float, expert: float) -> tuple[float, float]:
-        """(score, se) on the expert-normalised scale (R - random) / (expert - random)."""
-        gap = expert - random
-        if not np.isfinite(gap) or gap == 0:
-            return math.nan, math.nan
-        return (self.mean - random) / gap, self.se / abs(gap)
-
-
-def _se(values: np.ndarray) -> float:
-    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else math.nan
-
-
-def summarize(returns: Sequence[Sequence[float]]) -> Score:
-    """Score of `returns[k][e]`: rollout e of checkpoint k (rows may differ in length).
-
-    mean: over all rollouts. se: SE of the per-checkpoint means; with a single checkpoint it
-    falls back to the SE over its rollouts (the only spread there is).
-    """
-    rows = [np.asarray(r, np.float64) for r in returns if len(r)]
-    if not rows:
-        raise ValueError("summarize: no returns")
-    flat = np.concatenate(rows)
-    means = np.array([r.mean() for r in rows])
-    se = _se(means) if len(rows) > 1 else _se(flat)
-    return Score(float(flat.mean()), se, _se(flat), len(rows), len(flat))
-
-
-def normalize(value: float, random: float, expert: float) -> float:
-    """Expert-normalised score: 0 is the random policy, 1 the expert; NaN if they tie."""
-    gap = expert - random
-    return (value - random) / gap if np.isfinite(gap) and gap != 0 else math.nan
-
-
-# ----------------------------------------------------------------------------- rollouts
-
-Actor = Callable[[dict[str, np.ndarray]], Sequence[Any]]
-"""Maps a batch of observation dicts (one row per env, `is_first` marking new episodes) to one
-env action per env."""
-
-
-def quotas(episodes: int, envs: int) -> list[int]:
-    """Episodes per env: fixed up front, so that short episodes are not over-represented (stopping
-    a vectorised run at the first `episodes` finished episodes would favour short ones)."""
-    return [episodes // envs + (i < episodes % envs) for i in range(min(envs, episodes))]
-
-
-def rollout(envs: Sequence[Any], actor: Actor, episodes: int,
-            progress: Any = None) -> tuple[list[float], list[int]]:
-    """Play `episodes` full episodes on `envs` in lock step; returns (returns, lengths).
-
-    Results are ordered by env, then by episode, so they are a function of the env seeds and the
-    actor alone. Rewards are summed as the env gives them (Atari: unclipped game score).
-    """
-    from ditto_tf.envs import VecEnv
-
-    plan = quotas(episodes, len(envs))
-    envs = list(envs)[:len(plan)]
-    obs = [env.reset() for env in envs]
-    done = [0] * len(envs)
-    totals, steps = np.zeros(len(envs)), np.zeros(len(envs), np.int64)
-    results: list[list[tuple[float, int]]] = [[] for _ in envs]
-    while any(d < q for d, q in zip(done, plan)):
-        actions = actor(VecEnv.stack(obs))
-        for i, env in enumerate(envs):
-            if done[i] >= plan[i]:
-                continue  # finished envs keep their last obs; their action is ignored
-            obs[i] = env.step(actions[i])
-            totals[i] += float(obs[i]["reward"])
-            steps[i] += 1
-            if obs[i]["is_last"]:
-                results[i].append((float(totals[i]), int(steps[i])))
-                done[i] += 1
-                totals[i], steps[i] = 0.0, 0
-                if progress is not None:
-                    progress.update(1)
-                if done[i] < plan[i]:
-                    obs[i] = env.reset()
-    flat = [pair for per_env in results for pair in per_env]
-    return [r for r, _ in flat], [n for _, n in flat]
-
-
-class RandomActor:
-    """Uniformly random actions (an index for discrete spaces, a uniform Box sample otherwise)."""
-
-    def __init__(self, act_space: Any, seed: int):
-        self.space, self.rng = act_space, np.random.default_rng(seed)
-
-    def __call__(self, obs: dict[str, np.ndarray]) -> list[Any]:
-        count = len(obs["is_first"])
-        if hasattr(self.space, "n"):
-            return list(self.rng.integers(0, int(self.space.n), count))
-        low, high = self.space.low, self.space.high
-        return [self.rng.uniform(low, high).astype(np.float32) for _ in range(count)]
-
-
-class ExpertActor:
-    """The expert acting on every env's native observation (`expert.act_batch(envs)`), its
-    per-env state (frame stacks, Atari reset actions) reset at each env's `is_first`."""
-
-    def __init__(self, envs: Sequence[Any], expert: Any, seed: int):
-        self.envs, self.expert = list(envs), expert
-        try:  # zoo agents sample from torch's global generator: seed it for repeatable scores
-            import torch
-
-            torch.manual_seed(seed)
-        except ImportError:
-            pass
-
-    def __call__(self, obs: dict[str, np.ndarray]) -> list[Any]:
-        for i, first in enumerate(obs["is_first"]):
-            if first:
-                self.expert.reset(i)
-        return list(self.expert.act_batch(self.envs))
 
 
 def eval_seed(config: Config) -> int:
@@ -174,25 +47,6 @@ def eval_seed(config: Config) -> int:
 def eval_config(config: Config) -> Config:
     """The run's env settings, but Atari always to the real game over (full games)."""
     return config.update({"env.life_done": False})
-
-
-# ----------------------------------------------------------------------------- results
-
-@dataclasses.dataclass
-class RunResult:
-    """Everything evaluated about one agent of one run."""
-
-    run: Run
-    steps: list[int]                 # evaluated checkpoint steps, oldest first
-    returns: list[list[float]]       # returns[k][e]
-    lengths: list[list[int]]
-    random: list[float]              # reference rollouts in the same env
-    expert: list[float]
-    offline: dict[str, float]        # latent_distance, action_accuracy (end of training)
-
-    @property
-    def score(self) -> Score:
-        return summarize(self.returns)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -401,6 +255,7 @@ def evaluate(runs: Sequence[Run], protocol: Protocol = Protocol(),
             if not item.todo:
                 continue
             policy = _policy_loader(item.run, item.protocol.deterministic)
+            board = _ReturnBoard(item.run)
             for prefix in item.todo:
                 bar.set_description(f"{item.run.name} {pathlib.Path(prefix).name}")
                 actor = policy(prefix)
@@ -410,6 +265,7 @@ def evaluate(runs: Sequence[Run], protocol: Protocol = Protocol(),
                 data.update(key=item.key(prefix), checkpoint=prefix, step=checkpoint_step(prefix))
                 write_json(item.cache(prefix), data)
                 item.done[prefix] = data
+                board.write(data["step"], data["returns"])
     results = []
     for item in plans:
         steps = [checkpoint_step(p) for p in item.prefixes]
@@ -418,8 +274,44 @@ def evaluate(runs: Sequence[Run], protocol: Protocol = Protocol(),
             returns=[[float(x) for x in item.done[p]["returns"]] for p in item.prefixes],
             lengths=[[int(x) for x in item.done[p]["lengths"]] for p in item.prefixes],
             random=item.references.returns("random"), expert=item.references.returns("expert"),
-            offline=offline_summary(item.run, from_step=steps[0])))
+            offline=offline_summary(item.run, from_step=steps[0]), earlier=_earlier(item)))
     return results
+
+
+def _earlier(item: _Plan) -> list[tuple[int, list[float]]]:
+    """Cached results of checkpoints before the evaluated ones, played under the same protocol
+    (a checkpoint that still exists must also match its cached signature)."""
+    same = {k: v for k, v in item.key(item.prefixes[0]).items() if k != "checkpoint"}
+    out = []
+    for path in item.run.cache_dir.glob("ckpt-*.json"):
+        data = read_json(path)
+        if not data or not isinstance(data.get("key"), dict) or "step" not in data:
+            continue
+        key = dict(data["key"])
+        signature = key.pop("checkpoint", None)
+        prefix = str(item.run.checkpoint_dir / path.stem)
+        if key != same or int(data["step"]) >= checkpoint_step(item.prefixes[0]):
+            continue
+        if pathlib.Path(prefix + ".index").is_file() and checkpoint_signature(prefix) != signature:
+            continue
+        out.append((int(data["step"]), [float(x) for x in data["returns"]]))
+    return sorted(out)
+
+
+class _ReturnBoard:
+    """Writes each evaluated checkpoint's true-env return (`eval/return`, and `eval/return_se`
+    over its rollouts) into the agent's own TensorBoard run and metrics.jsonl, beside the
+    offline `val/*` curves, so return and latent distance show on one screen."""
+
+    def __init__(self, run: Run):
+        from ditto_tf.logger import Logger  # TensorFlow: only when something is played
+
+        self.logger = Logger(run.logdir / run.agent)
+
+    def write(self, step: int, returns: Sequence[float]) -> None:
+        score = summarize([returns])
+        self.logger.scalars({"eval/return": score.mean, "eval/return_se": score.se})
+        self.logger.write(step)
 
 
 def _policy_loader(run: Run, deterministic: bool) -> Callable[[str], Actor]:
@@ -460,10 +352,10 @@ def report(logdirs: Sequence[str | pathlib.Path], out: str | pathlib.Path | None
     into `out` (default: LOGDIR/eval for one logdir); returns {rows, results, files}."""
     from ditto_tf import plots  # matplotlib only when reporting
 
-    logdirs = [pathlib.Path(d).expanduser() for d in logdirs]
+    logdirs = [resolve_path(d) for d in logdirs]
     if not logdirs:
         raise UserError("no run directory given")
-    out = pathlib.Path(out).expanduser() if out else default_out(logdirs)
+    out = resolve_path(out) if out else default_out(logdirs)
     results = evaluate(find_runs(logdirs, agents), protocol, progress)
     rows = plots.aggregate(results)
     files = plots.write_tables(rows, out) + plots.write_plots(results, rows, out)
@@ -477,7 +369,7 @@ def default_out(logdirs: Sequence[pathlib.Path]) -> pathlib.Path:
     """LOGDIR/eval for one run; the runs' common parent + /eval for several."""
     if len(logdirs) == 1:
         return logdirs[0] / "eval"
-    common = pathlib.Path(os.path.commonpath([str(d.resolve()) for d in logdirs]))
+    common = pathlib.Path(os.path.commonpath([str(d) for d in logdirs]))
     if common == pathlib.Path(common.anchor):
         raise UserError("the run directories share no parent folder; give --out DIR")
     return common / "eval"

@@ -56,6 +56,29 @@ class Logger:
         return scalars
 
 
+def format_seconds(seconds: float) -> str:
+    """`8m04s` / `32s`: wall times in summary lines."""
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
+
+
+# Headline metrics of a phase's summary line: (metrics key, label), shown when present.
+HEADLINES = (
+    ("image_loss", "image loss"), ("kl_loss", "KL loss"), ("openl_mse", "open-loop MSE"),
+    ("action_accuracy", "held-out action accuracy"), ("latent_distance", "L_d"),
+    ("reward_mean", "imagined reward"),
+)
+
+
+def summary_line(name: str, step: int, steps: int, done_now: int, seconds: float,
+                 metrics: Mapping[str, float]) -> str:
+    """The one line a phase ends with: updates, wall time, headline metrics (the last logged)."""
+    speed = f", {done_now / seconds:.2f} updates/s" if done_now and seconds > 0 else ""
+    shown = [f"{label} {metrics[key]:.4g}" for key, label in HEADLINES if key in metrics]
+    return (f"{name}: {step} of {steps} updates ({done_now} in this run, {format_seconds(seconds)}"
+            f"{speed})" + (": " + ", ".join(shown) if shown else ""))
+
+
 def _drop_torn_line(path: pathlib.Path) -> None:
     """A kill in the middle of an append leaves a last line without its newline; appending after
     it would glue the next record onto it. Cut the file back to its last whole line."""

@@ -18,13 +18,9 @@ from typing import Any, Callable, Sequence
 
 from ditto_tf.config import Config
 from ditto_tf.files import atomic_write_text
+from ditto_tf.logger import format_seconds
 
 PhaseFunction = Callable[[Config, pathlib.Path], Any]
-
-
-def _format_seconds(seconds: float) -> str:
-    minutes, rest = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
 
 
 def _save_timings(logdir: pathlib.Path, timings: dict[str, float]) -> None:
@@ -44,8 +40,8 @@ def summary_lines(config: Config, logdir: pathlib.Path, agents: Sequence[str],
                   timings: dict[str, float]) -> list[str]:
     """Where everything is, how long each phase took, and how to look at it."""
     d = logdir
-    lines = ["", f"done: {config.task} in {_format_seconds(sum(timings.values()))} "
-             f"({', '.join(f'{k} {_format_seconds(v)}' for k, v in timings.items())})",
+    lines = ["", f"done: {config.task} in {format_seconds(sum(timings.values()))} "
+             f"({', '.join(f'{k} {format_seconds(v)}' for k, v in timings.items())})",
              f"  config        {d / 'config.yaml'}",
              f"  episodes      {d / 'data'}  (wm/, expert/train/, expert/val/, manifest.jsonl)",
              f"  world model   {d / 'world_model'}  (checkpoints/, metrics.jsonl, TensorBoard)"]

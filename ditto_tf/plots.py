@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ditto_tf.evaluation import summarize
 from ditto_tf.files import atomic_path, atomic_write_text
 from ditto_tf.runs import AGENTS, OFFLINE_KEYS, Run, offline_curves
+from ditto_tf.scores import summarize
 
 if TYPE_CHECKING:
-    from ditto_tf.evaluation import RunResult
+    from ditto_tf.scores import RunResult
 
 LABELS = {"ditto": "DITTO", "dgail": "D-GAIL", "dbc": "D-BC", "bc": "BC"}
 COLORS = {"ditto": "tab:red", "dgail": "tab:blue", "dbc": "tab:green", "bc": "tab:orange"}
@@ -154,11 +154,23 @@ def _save(fig: Any, path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def _references(ax: Any, row: dict[str, Any]) -> None:
-    ax.axhline(row["expert"], color="black", ls="--", lw=1, label="expert")
-    ax.axhline(row["random"], color="gray", ls=":", lw=1, label="random")
-    if not math.isnan(row["dreamerv2_online"]):
-        ax.axhline(row["dreamerv2_online"], color="purple", ls="-.", lw=1, label=dreamerv2_label())
+def _references(ax: Any, row: dict[str, Any], data: Sequence[float] = ()) -> None:
+    """Expert and random lines, and a y-range that shows them and `data` (mean ± SE ends)
+    without squashing: DreamerV2's online score is drawn only when it fits that range, else it
+    is named in the legend."""
+    ax.axhline(row["expert"], color="black", ls="--", lw=1, label=f"expert ({row['expert']:.4g})")
+    ax.axhline(row["random"], color="gray", ls=":", lw=1, label=f"random ({row['random']:.4g})")
+    values = [v for v in (*data, row["expert"], row["random"]) if np.isfinite(v)]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = 0.08 * (high - low or abs(high) or 1.0)
+    ax.set_ylim(low - pad, high + pad)
+    online = row["dreamerv2_online"]
+    if not math.isnan(online):
+        if low - pad <= online <= high + pad:
+            ax.axhline(online, color="purple", ls="-.", lw=1, label=dreamerv2_label())
+        else:  # off the scale of the imitation results: named, not drawn
+            ax.plot([], [], color="purple", ls="-.", lw=1,
+                    label=f"{dreamerv2_label()}: {online:.4g} (off scale)")
 
 
 def _mean_se(ax: Any, x: np.ndarray, y: np.ndarray, se: np.ndarray, color: str, label: str) -> None:
@@ -174,26 +186,44 @@ def _line_label(agent: str, horizon: Any, horizons: set) -> str:
 
 
 def plot_return_vs_experts(rows: Sequence[dict[str, Any]], out: pathlib.Path) -> list[pathlib.Path]:
-    """Paper Fig. 3: true-env return against N_E per agent, ±1 SE shaded, one PNG per env."""
+    """Paper Fig. 3: true-env return against N_E per agent, ±1 SE, one PNG per env.
+
+    Agents are dodged sideways so that their marks and error bars never hide each other; with a
+    single N_E value the x axis lists the agents instead.
+    """
     plt, paths = _pyplot(), []
     for task in sorted({r["env"] for r in rows}):
         mine = [r for r in rows if r["env"] == task]
         horizons = {r["horizon"] for r in mine if r["horizon"] != ""}
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for agent in AGENTS:
-            for horizon in sorted({r["horizon"] for r in mine if r["agent"] == agent}, key=str):
-                line = sorted((r for r in mine if r["agent"] == agent and r["horizon"] == horizon),
-                              key=lambda r: r["n_expert"])
-                x = np.array([r["n_expert"] for r in line], float)
-                y = np.array([r["return_mean"] for r in line])
-                se = np.nan_to_num(np.array([r["return_se"] for r in line]))
-                _mean_se(ax, x, y, se, COLORS[agent], _line_label(agent, horizon, horizons))
-        _references(ax, mine[0])
         values = sorted({r["n_expert"] for r in mine})
-        if len(values) > 1:
+        lines = [(agent, h) for agent in AGENTS
+                 for h in sorted({r["horizon"] for r in mine if r["agent"] == agent}, key=str)]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ends: list[float] = []
+        for i, (agent, horizon) in enumerate(lines):
+            line = sorted((r for r in mine if r["agent"] == agent and r["horizon"] == horizon),
+                          key=lambda r: r["n_expert"])
+            y = np.array([r["return_mean"] for r in line])
+            se = np.nan_to_num(np.array([r["return_se"] for r in line]))
+            ends += [*(y - se), *(y + se)]
+            label = _line_label(agent, horizon, horizons)
+            if len(values) == 1:
+                ax.errorbar([i], y, yerr=se, fmt="o", ms=8, capsize=6, lw=1.5,
+                            color=COLORS[agent], label=label)
+            else:
+                dodge = 2.0 ** (0.08 * (i - (len(lines) - 1) / 2))
+                x = np.array([r["n_expert"] for r in line], float) * dodge
+                _mean_se(ax, x, y, se, COLORS[agent], label)
+        _references(ax, mine[0], ends)
+        if len(values) == 1:
+            ax.set_xticks(range(len(lines)), [_line_label(a, h, horizons) for a, h in lines])
+            ax.set_xlim(-0.6, len(lines) - 0.4)
+            ax.set(xlabel=f"agent ($N_E$ = {values[0]} expert episodes)")
+        else:
             ax.set_xscale("log", base=2)
-        ax.set_xticks(values, [str(v) for v in values])
-        ax.set(xlabel="expert episodes $N_E$", ylabel="return (true env)", title=task)
+            ax.set_xticks(values, [str(v) for v in values])
+            ax.set(xlabel="expert episodes $N_E$")
+        ax.set(ylabel="return (true env)", title=task)
         ax.legend(fontsize=7)
         paths.append(_save(fig, out / f"fig3_{task}.png"))
     return paths
@@ -217,7 +247,9 @@ def plot_horizon(rows: Sequence[dict[str, Any]], out: pathlib.Path) -> list[path
                 y = np.array([r["return_mean"] for r in line])
                 se = np.nan_to_num(np.array([r["return_se"] for r in line]))
                 _mean_se(ax, x, y, se, COLORS[agent], LABELS[agent])
-            _references(ax, mine[0])
+            _references(ax, mine[0], [v for r in mine for v in
+                                      (r["return_mean"] - np.nan_to_num(r["return_se"]),
+                                       r["return_mean"] + np.nan_to_num(r["return_se"]))])
             ax.set(xlabel="training horizon H", ylabel="return (true env)",
                    title=f"{task}, $N_E$={n_expert}")
             ax.legend(fontsize=7)
@@ -235,15 +267,16 @@ def plot_training(results: Sequence["RunResult"], out: pathlib.Path) -> list[pat
         mine = [r for r in results if (r.run.task, r.run.n_expert) == (task, n_expert)]
         seeds = {r.run.seed for r in mine}
         horizons = {r.run.horizon for r in mine if r.run.horizon is not None}
-        fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+        fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), sharex=True, gridspec_kw={"wspace": 0.3})
         for result in sorted(mine, key=lambda r: (AGENTS.index(r.run.agent), r.run.seed)):
             run = result.run
             label = _line_label(run.agent, "" if run.horizon is None else run.horizon, horizons)
             label += f" seed {run.seed}" if len(seeds) > 1 else ""
             color = COLORS[run.agent]
-            steps = np.array(result.steps, float)
-            means = np.array([np.mean(r) for r in result.returns])
-            ses = np.array([summarize([r]).se for r in result.returns])
+            # every checkpoint ever evaluated under this protocol, not only the last K
+            steps = np.array([step for step, _ in result.history], float)
+            means = np.array([np.mean(r) for _, r in result.history])
+            ses = np.array([summarize([r]).se for _, r in result.history])
             axes[0].errorbar(steps, means, yerr=np.nan_to_num(ses), color=color, marker="o",
                              ms=3, capsize=2, label=label)
             curves = offline_curves(run)

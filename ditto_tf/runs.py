@@ -16,11 +16,11 @@ import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-import ruamel.yaml
 
-from ditto_tf.config import Config, load_config
+from ditto_tf.config import Config
 from ditto_tf.errors import UserError
 from ditto_tf.files import atomic_write_text
+from ditto_tf.rundir import RunDir, resolve_path
 
 AGENTS = ("ditto", "dgail", "dbc", "bc")
 LATENT_AGENTS = ("ditto", "dgail", "dbc")  # act on world-model states
@@ -68,25 +68,13 @@ class Run:
 
 def load_run_config(logdir: pathlib.Path) -> Config:
     """The effective config a run was trained with, merged over today's defaults."""
-    path = logdir / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"{path}: missing; is {logdir} a ditto_tf run directory?")
-    try:
-        saved = ruamel.yaml.YAML(typ="safe", pure=True).load(path.read_text())
-    except ruamel.yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(saved, dict):
-        raise UserError(f"{path}: expected a mapping of config keys")
-    try:
-        return load_config([]).update(saved)
-    except UserError as e:
-        raise UserError(f"{path}: {e}") from None
+    return RunDir(logdir).stored_config()
 
 
 def find_runs(logdirs: Iterable[str | pathlib.Path], agents: Sequence[str] = AGENTS) -> list[Run]:
     """Every trained agent in the given run directories; a directory without one is an error."""
     runs: list[Run] = []
-    for logdir in map(pathlib.Path, logdirs):
+    for logdir in map(resolve_path, logdirs):
         if not logdir.is_dir():
             raise UserError(f"{logdir}: no such run directory")
         config = load_run_config(logdir)
@@ -119,7 +107,7 @@ def list_checkpoints(run: Run, count: int) -> list[str]:
     prefixes = list(state.all_model_checkpoint_paths) if state else []
     if not prefixes:
         raise UserError(f"{directory}/checkpoint: lists no checkpoints")
-    prefixes = [p if pathlib.Path(p).is_absolute() else str(directory / p) for p in prefixes]
+    # get_checkpoint_state already joins the directory onto the relative names it stores
     prefixes = sorted(prefixes, key=checkpoint_step)[-count:]
     for prefix in prefixes:
         if not pathlib.Path(prefix + ".index").is_file() or not list(

@@ -35,6 +35,7 @@ from typing import Sequence
 
 from ditto_tf.config import load_config
 from ditto_tf.errors import UserError, command
+from ditto_tf.rundir import resolve_path
 from ditto_tf.runs import AGENTS, HORIZON_AGENTS
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -189,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
     if any(n < 1 for n in args.experts):
         raise UserError(f"--experts {args.experts}: N_E values must be at least 1")
-    sweep = Sweep(pathlib.Path(args.out).expanduser(), args.configs, extra, args.dry_run, args.eval)
+    # absolute: the train.py calls run in the repository, not in the user's working directory
+    sweep = Sweep(resolve_path(args.out), args.configs, extra, args.dry_run, args.eval)
     horizons = args.horizons or [int(sweep.config(args.envs[0]).agent.horizon)]
     runs = shard(plan(args.envs, args.agents, args.experts, horizons, args.seeds), args.shard)
     print(f"# sweep: {len(runs)} runs" + (f" (shard {args.shard})" if args.shard else ""))

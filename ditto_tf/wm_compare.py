@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from ditto_tf.data.episodes import list_episodes, load_episode
 from ditto_tf.errors import UserError
+from ditto_tf.rundir import resolve_path
 from ditto_tf.files import atomic_path, atomic_write_text
 
 HORIZONS = (15, 45)
@@ -41,10 +42,10 @@ def parse_models(models: Sequence[str]) -> list[tuple[str, pathlib.Path]]:
         name, sep, path = item.partition("=")
         if not sep:
             name, path = "", item
-        path_ = pathlib.Path(path).expanduser()
+        path_ = resolve_path(path)
         if not path_.exists():
             raise UserError(f"--models {item}: no such checkpoint dir or logdir")
-        parsed.append((name or path_.resolve().name, path_))
+        parsed.append((name or path_.name, path_))
     names = [n for n, _ in parsed]
     if len(set(names)) != len(names):
         raise UserError(f"--models: names {names} repeat; give NAME=PATH")

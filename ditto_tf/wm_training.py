@@ -27,7 +27,7 @@ from ditto_tf.data.dataset import make_dataset
 from ditto_tf.data.episodes import load_episodes
 from ditto_tf.errors import UserError
 from ditto_tf.files import atomic_write_text
-from ditto_tf.logger import Logger
+from ditto_tf.logger import Logger, summary_line
 from ditto_tf.world_model import WorldModel, WorldModelTrainer, image_shape, video_strip
 
 VIDEO_EPISODES = 6  # DreamerV2 shows 6 sequences side by side
@@ -134,6 +134,8 @@ def run(config: Any, logdir: str | pathlib.Path) -> int:
     videos = video_batch(config, logdir)
     logger = Logger(outdir, resume_step=step)  # drops rows of updates redone after a kill
     sums: dict[str, float] = collections.defaultdict(float)
+    headline: dict[str, float] = {}  # the last logged metrics, for the summary line
+    start, began = step, time.perf_counter()
     count, last_time = 0, time.perf_counter()
     progress = tqdm.tqdm(total=wm.steps, initial=step, desc="world model", unit="update",
                          dynamic_ncols=True)
@@ -154,7 +156,8 @@ def run(config: Any, logdir: str | pathlib.Path) -> int:
             if step % config.log_every == 0 or step == wm.steps:
                 now = time.perf_counter()
                 logger.scalars({k: v / count for k, v in sums.items()}, prefix="train/")
-                logger.scalar("train/updates_per_sec", count / max(now - last_time, 1e-9))
+                logger.scalar("train/updates_per_second", count / max(now - last_time, 1e-9))
+                headline.update({k: v / count for k, v in sums.items()})
                 progress.set_postfix(loss=f"{sums['model_loss'] / count:.1f}",
                                      kl=f"{sums['model_kl'] / count:.2f}")
                 sums.clear()
@@ -163,6 +166,7 @@ def run(config: Any, logdir: str | pathlib.Path) -> int:
                 video, mse = openloop_report(model, videos, wm.openloop_context)
                 logger.video("openl_image", video)
                 logger.scalar("eval/openl_mse", mse)
+                headline["openl_mse"] = mse
             if step % config.checkpoint_every == 0 or step == wm.steps:
                 logger.write(step)
                 checkpointer.save(step)
@@ -171,4 +175,6 @@ def run(config: Any, logdir: str | pathlib.Path) -> int:
                 logger.write(step)
     finally:
         progress.close()
+    print(summary_line("world model", step, wm.steps, step - start, time.perf_counter() - began,
+                       headline), flush=True)
     return step

@@ -335,6 +335,11 @@ def train(config: Any, algo: str) -> tuple[pathlib.Path, str]:
 
     begin = time.time()
     remaining = max(0, steps - int(model.num_timesteps))
+    # Without a logger of its own, SB3's learn() makes a /tmp/SB3-<timestamp>/ folder per call:
+    # log nowhere but inside the work folder, which goes when training is done.
+    from stable_baselines3.common.logger import configure
+
+    model.set_logger(configure(str(work / "sb3_log"), format_strings=[]))
     with contextlib.redirect_stdout(io.StringIO()):
         model.learn(remaining, callback=[Checkpoint(), *manager.callbacks], reset_num_timesteps=False)
         manager.save_trained_model(model)

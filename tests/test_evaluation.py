@@ -24,8 +24,9 @@ from conftest import ZOO_DIR
 from ditto_tf import sweep
 from ditto_tf.config import load_config
 from ditto_tf.envs import make_env
-from ditto_tf.evaluation import (Protocol, RandomActor, Score, normalize, plan, quotas, report,
-                                 rollout, summarize)
+from ditto_tf.evaluation import Protocol, plan, report
+from ditto_tf.rollout import RandomActor, quotas, rollout
+from ditto_tf.scores import Score, normalize, summarize
 from ditto_tf.runs import AGENTS, find_runs
 
 PROTOCOL = Protocol(checkpoints=2, episodes=3, envs=2, reference_episodes=4)

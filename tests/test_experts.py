@@ -8,6 +8,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 
@@ -167,7 +168,10 @@ def test_hub_offline_fails_fast(tmp_path, monkeypatch, setting):
 def test_train_source_produces_zoo_layout(tmp_path, capsys):
     flags = ["--expert.source", "train", "--expert.cache", str(tmp_path), "--expert.train_steps", "2000"]
     config = load_config(["debug", "cartpole"], flags)
+    sb3_logs = set(pathlib.Path(tempfile.gettempdir()).glob("SB3-*"))
     expert = experts.load_expert(config)
+    # SB3's default logger makes a /tmp/SB3-<timestamp>/ folder per learn(): none may appear
+    assert set(pathlib.Path(tempfile.gettempdir()).glob("SB3-*")) == sb3_logs
     out = capsys.readouterr().out
     assert "2,000 steps" in out and "under a minute" in out  # the estimate, before training
     run = tmp_path / "trained" / "2000steps_seed0" / "ppo" / "CartPole-v1_1"

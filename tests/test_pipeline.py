@@ -1,19 +1,26 @@
-"""`train.py --phase all`: every phase on real pixel CartPole (`debug` sizes), then evaluation,
-the printed results table, the summary of where everything is, and a resumed second call."""
+"""`train.py --phase all` as the README runs it: a relative `--logdir`, every phase on real pixel
+CartPole (`debug` sizes), then evaluation, the printed table and summary, TensorBoard's
+`eval/return`, a resumed second call, and `evaluate.py` given a relative path from another
+working directory."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
 import train
-from conftest import ZOO_DIR
+from conftest import REPO_ROOT, ZOO_DIR
 from ditto_tf.config import load_config
 from ditto_tf.runs import AGENTS
+
+RELATIVE = pathlib.Path("runs") / "quick"  # the README's command shape: a relative logdir
 
 
 def _flags() -> list[str]:
@@ -22,14 +29,24 @@ def _flags() -> list[str]:
     return ["--expert.source", "random"]
 
 
+@contextlib.contextmanager
+def _cwd(path: pathlib.Path):
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
 @pytest.fixture(scope="module")
 def run_all(tmp_path_factory) -> tuple[pathlib.Path, str]:
-    logdir = tmp_path_factory.mktemp("pipeline") / "run"
+    base = tmp_path_factory.mktemp("pipeline")
     stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        code = train.main(["--configs", "cartpole", "debug", "--logdir", str(logdir), *_flags()])
+    with _cwd(base), contextlib.redirect_stdout(stdout):
+        code = train.main(["--configs", "cartpole", "debug", "--logdir", str(RELATIVE), *_flags()])
     assert code == 0
-    return logdir, stdout.getvalue()
+    return base / RELATIVE, stdout.getvalue()
 
 
 def test_all_phases_then_table_and_summary(run_all):
@@ -55,12 +72,63 @@ def test_all_phases_then_table_and_summary(run_all):
         assert all(len(json.loads(p.read_text())["returns"]) == config.eval.episodes for p in cached)
 
 
+def test_each_phase_ends_with_one_summary_line(run_all):
+    _, out = run_all
+    steps = load_config(["cartpole", "debug"]).world_model.steps
+    lines = out.splitlines()
+    (wm,) = [line for line in lines if line.startswith(f"world model: {steps} of {steps} updates")]
+    assert "image loss" in wm and "KL loss" in wm and "open-loop MSE" in wm
+    for agent in AGENTS:
+        (line,) = [x for x in lines if x.startswith(f"{agent}: ") and " updates (" in x]
+        assert "held-out action accuracy" in line, line
+        assert ("L_d" in line) == (agent != "bc"), line
+        assert ("imagined reward" in line) == (agent in ("ditto", "dgail")), line
+
+
+def test_true_env_returns_reach_each_agents_tensorboard(run_all):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    import tensorflow as tf
+
+    logdir, _ = run_all
+    for agent in AGENTS:
+        cached = {json.loads(p.read_text())["step"]: json.loads(p.read_text())["returns"]
+                  for p in (logdir / "eval" / agent).glob("ckpt-*.json")}
+        events = EventAccumulator(str(logdir / agent))
+        events.Reload()
+        points = {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("eval/return")}
+        assert set(points) == set(cached), agent
+        for step, returns in cached.items():
+            assert points[step] == pytest.approx(sum(returns) / len(returns), rel=1e-5)
+        assert "eval/return_se" in events.Tags()["tensors"]
+        assert "train/updates_per_second" in events.Tags()["tensors"]
+
+
 def test_second_call_resumes_without_retraining(run_all, capsys):
     logdir, _ = run_all
     before = {a: (logdir / a / "checkpoints" / "checkpoint").read_text() for a in AGENTS}
-    assert train.main(["--configs", "cartpole", "debug", "--logdir", str(logdir), *_flags()]) == 0
+    config_before = (logdir / "config.yaml").read_text()
+    with _cwd(logdir.parent.parent):
+        assert train.main(["--configs", "cartpole", "debug", "--logdir", str(RELATIVE), *_flags()]) == 0
     out = capsys.readouterr().out
     for agent in AGENTS:
         assert (logdir / agent / "checkpoints" / "checkpoint").read_text() == before[agent]
         assert f"{agent}: already trained" in out
     assert "| env | agent |" in out
+    assert (logdir / "config.yaml").read_text() == config_before  # nothing changed, nothing logged
+    assert not (logdir / "config_changes.jsonl").exists()
+
+
+def test_evaluate_cli_with_a_relative_path_from_another_directory(run_all, tmp_path):
+    """A new process, as a user runs it: no TensorFlow start-up noise, the table printed."""
+    logdir, _ = run_all
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    relative = os.path.relpath(logdir, elsewhere)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "evaluate.py"), relative, "--quiet"],
+                          cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "| env | agent |" in done.stdout
+    for noise in ("cuInit", "cudart_stub", "cpu_feature_guard", "absl::InitializeLog"):
+        assert noise not in done.stderr, done.stderr
+    assert not list(elsewhere.iterdir())  # everything went into the run directory

@@ -81,7 +81,7 @@ def test_phase_resumes_after_kill(data_logdir: pathlib.Path, tmp_path: pathlib.P
     assert int(tf.train.latest_checkpoint(str(checkpoints)).rsplit("-", 1)[1]) == saved + 5
     record = json.loads((logdir / "world_model" / "metrics.jsonl").read_text().splitlines()[-1])
     for key in ("train/model_loss", "train/image_loss", "train/kl_loss", "train/prior_ent",
-                "train/post_ent", "train/model_grad_norm", "train/updates_per_sec"):
+                "train/post_ent", "train/model_grad_norm", "train/updates_per_second"):
         assert np.isfinite(record[key]), key
     assert list((logdir / "world_model").glob("events.out.tfevents.*"))
     # Already done: a second call trains nothing and returns the same step.

@@ -23,7 +23,7 @@ from ditto_tf.agents.latents import ExpertLatents, load_expert_latents, to_state
 from ditto_tf.checkpoints import Checkpointer
 from ditto_tf.envs import make_env
 from ditto_tf.errors import UserError
-from ditto_tf.logger import Logger
+from ditto_tf.logger import Logger, summary_line
 
 Metrics = Mapping[str, Any]
 
@@ -127,7 +127,8 @@ def train_loop(config: Any, logdir: pathlib.Path, name: str, steps: int,
         return start
     logger = Logger(directory, resume_step=start)  # drops rows of updates redone after a kill
     sums: dict[str, float] = {}
-    count, last_time = 0, time.time()
+    headline: dict[str, float] = {}  # the last logged train and val metrics, for the summary
+    count, last_time, began = 0, time.time(), time.time()
     bar = tqdm.tqdm(total=steps, initial=start, desc=name, unit="upd", dynamic_ncols=True)
     step = start
     for step in range(start + 1, steps + 1):
@@ -145,10 +146,12 @@ def train_loop(config: Any, logdir: pathlib.Path, name: str, steps: int,
             now = time.time()
             logger.scalars({k: v / count for k, v in sums.items()}, prefix="train/")
             logger.scalar("train/updates_per_second", count / max(now - last_time, 1e-9))
+            headline.update({k: v / count for k, v in sums.items()})
             shown = {}
             if validate is not None:
                 val = {k: float(v) for k, v in validate().items()}
                 logger.scalars(val, prefix="val/")
+                headline.update(val)  # held-out values win over training ones of the same name
                 shown = {k: val[k] for k in ("latent_distance", "action_accuracy") if k in val}
             logger.write(step)
             loss_key = next((k for k in sums if k.endswith("loss")), None)
@@ -159,4 +162,5 @@ def train_loop(config: Any, logdir: pathlib.Path, name: str, steps: int,
         if step % config.checkpoint_every == 0 or step == steps:
             ckpt.save(step)
     bar.close()
+    print(summary_line(name, step, steps, step - start, time.time() - began, headline), flush=True)
     return step
