@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import pathlib
 import sys
 from typing import Callable, Sequence
@@ -17,26 +16,19 @@ from ditto_tf.config import Config, config_names
 from ditto_tf.errors import UserError, command, quiet_tensorflow
 from ditto_tf.rundir import RunDir
 
-# phase -> "module:function" taking (config, logdir); None marks a phase not built yet.
-PHASES: dict[str, str | None] = {
-    "collect": "ditto_tf.data.collect:run",
-    "world_model": "ditto_tf.wm_training:run",
-    "ditto": "ditto_tf.agents.ditto:run",
-    "dgail": "ditto_tf.agents.dgail:run",
-    "dbc": "ditto_tf.agents.dbc:run",
-    "bc": "ditto_tf.agents.bc:run",
-    "evaluate": "ditto_tf.evaluation:phase",
-}
+PHASES = ("collect", "world_model", "ditto", "dgail", "dbc", "bc", "evaluate")
 PIPELINE = ["collect", "world_model", "ditto", "dgail", "dbc", "bc"]
 
 
 def phase_function(phase: str) -> Callable[[Config, pathlib.Path], None]:
-    """Import the function that runs `phase`; a phase not built yet is a one-line error."""
-    target = PHASES[phase]
-    if target is None:
-        raise UserError(f"phase {phase!r} is not built yet")
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    """The function that runs `phase` on (config, logdir). Imported here, not at the top, so
+    that TensorFlow loads only after the flags were checked and its start-up noise silenced."""
+    from ditto_tf import evaluation, wm_training
+    from ditto_tf.agents import bc, dbc, dgail, ditto
+    from ditto_tf.data import collect
+
+    return {"collect": collect.run, "world_model": wm_training.run, "ditto": ditto.run,
+            "dgail": dgail.run, "dbc": dbc.run, "bc": bc.run, "evaluate": evaluation.phase}[phase]
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:

@@ -239,7 +239,7 @@ def test_cli_writes_effective_config_and_runs_phase(tmp_path):
                 {"batch": config.world_model.batch, "size": list(config.env.size),
                  "saved_first": "batch: 7" in saved}))
     """))
-    driver = ("import sys, train; train.PHASES['collect'] = 'probe_phase:run'; "
+    driver = ("import sys, train, probe_phase; train.phase_function = lambda phase: probe_phase.run; "
               "sys.exit(train.main(sys.argv[1:]))")
     logdir = tmp_path / "run"
     result = run_train(
@@ -251,7 +251,8 @@ def test_cli_writes_effective_config_and_runs_phase(tmp_path):
     assert result.returncode == 0, result.stderr
     saved = ruamel.yaml.YAML(typ="safe", pure=True).load((logdir / "config.yaml").read_text())
     expected = load_config(["cartpole", "debug"], ["--world_model.batch", "7", "--env.size", "16,16"])
-    assert saved == expected.to_dict()
+    # a relative expert.folder is stored absolute (against the working directory, REPO_ROOT)
+    assert saved == expected.update({"expert.folder": str(REPO_ROOT / expected.expert.folder)}).to_dict()
     assert json.loads((logdir / "probe.json").read_text()) == {
         "batch": 7, "size": [16, 16], "saved_first": True}
 
@@ -265,7 +266,8 @@ def test_cli_failed_run_keeps_the_previous_config(tmp_path):
     first.save(logdir / "config.yaml")
     before = (logdir / "config.yaml").read_text()
     result = run_train("--configs", "cartpole", "debug", "--logdir", str(logdir),
-                       "--phase", "world_model", "--world_model.rssm.deter", "64")
+                       "--phase", "world_model", "--world_model.steps", "64")
     assert result.returncode == 2
     assert "no episodes" in result.stderr
     assert (logdir / "config.yaml").read_text() == before
+    assert not (logdir / "config_changes.jsonl").exists()  # the change did not happen

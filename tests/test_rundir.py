@@ -83,14 +83,6 @@ def test_failed_first_call_leaves_no_config_and_no_directory(tmp_path, capsys):
     assert not logdir.exists()
 
 
-def test_failed_call_in_an_existing_run_restores_its_config(tmp_path, capsys):
-    run = _made(tmp_path)
-    before = run.config_path.read_bytes()
-    code = train.main(["--logdir", str(run.root), "--phase", "world_model", "--world_model.steps", "3"])
-    assert code == 2 and "no episodes" in capsys.readouterr().err  # nothing collected yet
-    assert run.config_path.read_bytes() == before and not run.changes_path.exists()
-
-
 def test_pinned_change_through_the_cli_is_one_line(tmp_path, capsys):
     run = _made(tmp_path)
     os.utime(run.config_path, (0, 0))
