@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import warnings
@@ -310,7 +311,9 @@ class _ReturnBoard:
 
     def write(self, step: int, returns: Sequence[float]) -> None:
         score = summarize([returns])
-        self.logger.scalars({"eval/return": score.mean, "eval/return_se": score.se})
+        self.logger.scalar("eval/return", score.mean)
+        if math.isfinite(score.se):  # one rollout has no spread: no SE rather than a NaN
+            self.logger.scalar("eval/return_se", score.se)
         self.logger.write(step)
 
 
