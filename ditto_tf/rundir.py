@@ -130,26 +130,20 @@ class RunDir:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """Undo this invocation's config writes if the block fails on bad input (`UserError`).
-
-        An existing run gets its previous config and change log back. A new one keeps no
-        config.yaml, unless the failure came after the run wrote something else (episodes, a
-        checkpoint): those were made with this config, which must stay to describe them. The
-        directory itself goes if this invocation made it and left it empty.
-        """
+        """Undo this invocation's config writes if the block fails on bad input (`UserError`): an
+        existing run gets its previous config and change log back, a new one keeps neither (and
+        the directory itself goes if this invocation made it and left it empty)."""
         made = not self.root.exists()
         own = (self.config_path, self.changes_path)
         saved = {p: p.read_text() for p in own if p.is_file()}
         try:
             yield
         except UserError:
-            artifacts = self.root.is_dir() and any(p not in own for p in self.root.iterdir())
             for path in own:
-                if path in saved:
-                    if path.read_text() != saved[path]:
-                        atomic_write_text(path, saved[path])
-                elif not artifacts:
+                if path not in saved:
                     path.unlink(missing_ok=True)
+                elif path.read_text() != saved[path]:
+                    atomic_write_text(path, saved[path])
             if made and self.root.is_dir() and not any(self.root.iterdir()):
                 self.root.rmdir()
             raise

@@ -175,11 +175,11 @@ def test_cartpole_crop_keeps_the_band_of_cart_and_pole():
     # band of the full render, resized, so the pole covers more of the 64x64 frame.
     whole = make_env(load_config(["cartpole"], ["--env.crop", "0,1,0,1"]), seed=3)
     band = make_env(load_config(["cartpole"]), seed=3)
-    assert band.crop == (0.375, 0.825, 0.0, 1.0)
+    assert band.crop == (0.375, 0.825, 0.3, 0.7)
     whole_image, band_image = whole.reset()["image"], band.reset()["image"]
     np.testing.assert_array_equal(whole.native_obs, band.native_obs)
     frame = whole._env.render()
-    expected = cv2.resize(cv2.cvtColor(frame[150:330], cv2.COLOR_RGB2GRAY), (64, 64),
+    expected = cv2.resize(cv2.cvtColor(frame[150:330, 180:420], cv2.COLOR_RGB2GRAY), (64, 64),
                           interpolation=cv2.INTER_AREA)
     np.testing.assert_array_equal(band_image[..., 0], expected)
     dark = lambda image: int((image < 200).sum())  # noqa: E731  pixels of cart and pole
