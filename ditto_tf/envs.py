@@ -1,7 +1,8 @@
-"""Pixel environments with DreamerV2's observation dict.
+"""Environments with DreamerV2's observation dict.
 
     env = make_env(config, seed=0)      # config.task: atari_<game> or gym_<EnvId>
-    obs = env.reset()                   # {image (H,W,C) uint8, reward, is_first, is_last, is_terminal}
+    obs = env.reset()                   # {image (H,W,C) uint8, vector (D,) float32, reward,
+                                        #  is_first, is_last, is_terminal}
     obs = env.step(action)              # discrete: index or one-hot vector; continuous: vector
     env.native_obs, env.info            # what an expert acts on (Atari: max-pooled RGB, `lives`)
 
@@ -9,7 +10,10 @@ Atari follows DreamerV2 (action repeat 4 with a max-pool over the last two frame
 random no-ops at reset, sticky actions, a time limit in agent steps, minimal or full action set,
 episodes ending at game over or at life loss) and keeps the raw max-pooled 210x160x3 frame, the
 frame the RL Zoo's `AtariWrapper` (NoFrameskip-v4 dynamics) hands to its agents. Other gymnasium
-envs are rendered with `rgb_array` and resized, their native state kept for the expert.
+envs are rendered with `rgb_array` and resized, their native state kept for the expert; when
+that native observation is a 1-D Box (classic control, Box2D) it is also offered as `vector`.
+Frames are rendered only when the config's cnn keys read `image` (`obs_keys.needs_image`):
+rendering is most of the cost of stepping a classic-control env.
 """
 
 from __future__ import annotations
@@ -60,7 +64,8 @@ class Env:
     Attributes:
         act_space: `gym.spaces.Discrete(n)` (actions are indices or one-hot vectors of size n) or
             the env's own `gym.spaces.Box` (actions are clipped into it).
-        obs_space: the observation dict's spaces (image, reward, is_first, is_last, is_terminal).
+        obs_space: the observation dict's spaces (image if rendered, vector if the native
+            observation is a 1-D Box, reward, is_first, is_last, is_terminal).
         native_obs: the last native observation (gym: the state vector; Atari: 210x160x3 RGB).
         info: the last info dict (Atari: `lives`, `life_lost`, `game_over`, frame numbers).
         env_id: the gymnasium id underneath (e.g. `ALE/Pong-v5`, `CartPole-v1`).
@@ -70,19 +75,25 @@ class Env:
     native_space: gym.Space
     env_id: str
 
-    def __init__(self, size: Sequence[int], grayscale: bool):
+    def __init__(self, size: Sequence[int], grayscale: bool, render: bool = True):
         self.size = (int(size[0]), int(size[1]))
-        self.grayscale = bool(grayscale)
+        self.grayscale, self.render = bool(grayscale), bool(render)
         channels = 1 if grayscale else 3
         self.obs_space: dict[str, gym.Space] = {
-            "image": gym.spaces.Box(0, 255, (*self.size, channels), np.uint8),
             "reward": gym.spaces.Box(-np.inf, np.inf, (), np.float32),
             "is_first": gym.spaces.Box(0, 1, (), bool),
             "is_last": gym.spaces.Box(0, 1, (), bool),
             "is_terminal": gym.spaces.Box(0, 1, (), bool),
         }
+        if self.render:
+            self.obs_space["image"] = gym.spaces.Box(0, 255, (*self.size, channels), np.uint8)
         self.native_obs: Any = None
         self.info: dict[str, Any] = {}
+
+    def _offer_vector(self, space: gym.Space) -> None:
+        """Offer a 1-D Box native observation as the `vector` key (float32)."""
+        if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+            self.obs_space["vector"] = gym.spaces.Box(-np.inf, np.inf, space.shape, np.float32)
 
     @property
     def discrete(self) -> bool:
@@ -120,9 +131,15 @@ class Env:
         array = np.asarray(action, np.float32).reshape(space.shape)
         return np.clip(array, space.low, space.high).astype(np.float32)
 
-    def _obs(self, image: np.ndarray, reward: float, first: bool, last: bool, terminal: bool) -> Obs:
-        return {"image": image, "reward": np.float32(reward), "is_first": first,
-                "is_last": last, "is_terminal": terminal}
+    def _obs(self, image: np.ndarray | None, reward: float, first: bool, last: bool,
+             terminal: bool) -> Obs:
+        obs: Obs = {"reward": np.float32(reward), "is_first": first, "is_last": last,
+                    "is_terminal": terminal}
+        if image is not None:
+            obs["image"] = image
+        if "vector" in self.obs_space:
+            obs["vector"] = np.asarray(self.native_obs, np.float32).reshape(-1)
+        return obs
 
     def reset(self, seed: int | None = None) -> Obs:
         raise NotImplementedError
@@ -238,13 +255,13 @@ class GymPixels(Env):
 
     `native_obs` is the env's own observation (the state vector the zoo agents were trained on).
     `time_limit` (agent steps, 0 keeps the env's own limit) truncates: `is_last` without
-    `is_terminal`.
+    `is_terminal`. With `render` False no frame is rendered and the obs has no `image`.
     """
 
     def __init__(self, env_id: str, size: Sequence[int] = (64, 64), grayscale: bool = True,
                  action_repeat: int = 1, time_limit: int = 0, seed: int = 0,
-                 crop: Sequence[float] = (0.0, 1.0, 0.0, 1.0)):
-        super().__init__(size, grayscale)
+                 crop: Sequence[float] = (0.0, 1.0, 0.0, 1.0), render: bool = True):
+        super().__init__(size, grayscale, render)
         self.env_id = env_id
         top, bottom, left, right = (float(c) for c in crop)
         if not (0.0 <= top < bottom <= 1.0 and 0.0 <= left < right <= 1.0):
@@ -252,20 +269,21 @@ class GymPixels(Env):
                             "with 0 <= top < bottom <= 1 and 0 <= left < right <= 1")
         self.crop = (top, bottom, left, right)
         self.action_repeat = max(1, int(action_repeat))
-        kwargs: dict[str, Any] = {"render_mode": "rgb_array"}
+        kwargs: dict[str, Any] = {"render_mode": "rgb_array"} if self.render else {}
         if time_limit:
             kwargs["max_episode_steps"] = int(time_limit) * self.action_repeat
         try:
             self._env = gym.make(env_id, **kwargs)
         except gym.error.Error as e:
             raise UserError(f"env {env_id!r}: {e}") from None
-        if "rgb_array" not in self._env.metadata.get("render_modes", []):
+        if self.render and "rgb_array" not in self._env.metadata.get("render_modes", []):
             raise UserError(f"env {env_id!r} cannot render rgb_array frames, needed for pixels")
         space = self._env.action_space
         if not isinstance(space, (gym.spaces.Discrete, gym.spaces.Box)):
             raise UserError(f"env {env_id!r}: action space {space} is neither Discrete nor Box")
         self.act_space = space
         self.native_space = self._env.observation_space
+        self._offer_vector(self.native_space)
         self._seed: int | None = int(seed)
         self._env.action_space.seed(int(seed))
 
@@ -289,7 +307,9 @@ class GymPixels(Env):
         last = bool(terminated or truncated)
         return self._obs(self._render(), reward, False, last, bool(terminated))
 
-    def _render(self) -> np.ndarray:
+    def _render(self) -> np.ndarray | None:
+        if not self.render:
+            return None
         frame = self._env.render()
         if self.crop != (0.0, 1.0, 0.0, 1.0):  # keep the band where the action happens
             height, width = frame.shape[:2]
@@ -342,8 +362,10 @@ def make_env(config: Any, seed: int = 0) -> Env:
         return Atari(name, env_cfg.size, env_cfg.grayscale, env_cfg.action_repeat, env_cfg.noops,
                      env_cfg.sticky, env_cfg.all_actions, env_cfg.life_done, env_cfg.time_limit,
                      seed)
+    from ditto_tf.obs_keys import needs_image
+
     return GymPixels(name, env_cfg.size, env_cfg.grayscale, env_cfg.action_repeat,
-                     env_cfg.time_limit, seed, env_cfg.crop)
+                     env_cfg.time_limit, seed, env_cfg.crop, render=needs_image(config))
 
 
 class VecEnv:

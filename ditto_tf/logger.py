@@ -64,7 +64,8 @@ def format_seconds(seconds: float) -> str:
 
 # Headline metrics of a phase's summary line: (metrics key, label), shown when present.
 HEADLINES = (
-    ("image_loss", "image loss"), ("kl_loss", "KL loss"), ("openl_mse", "open-loop MSE"),
+    ("image_loss", "image loss"), ("vector_loss", "vector loss"), ("kl_loss", "KL loss"),
+    ("openl_mse", "open-loop MSE"), ("openl_vector_mse", "open-loop MSE (vector)"),
     ("action_accuracy", "held-out action accuracy"), ("latent_distance", "L_d"),
     ("reward_mean", "imagined reward"),
 )

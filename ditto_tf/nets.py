@@ -1,4 +1,5 @@
-"""Keras layers of the DreamerV2 world model: conv encoder, transposed-conv decoder, MLP, LayerNorm GRU.
+"""Keras layers of the DreamerV2 world model: conv encoder, transposed-conv decoder, MLP, LayerNorm GRU,
+and for vector observations the MLP encoder, the MLP decoder and the input standardisation.
 
 Layer for layer as DreamerV2's `common/nets.py` (names too: `conv0..`, `convin`, `dense0..`,
 `out`), so that a DreamerV2 `variables.pkl` maps onto these variables one to one. Every layer
@@ -7,6 +8,7 @@ takes a Keras `dtype` policy (e.g. "mixed_float16"); variables stay float32 unde
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import keras
@@ -182,3 +184,52 @@ class GRUCell(keras.layers.Layer):
         cand = self._act(reset * cand)
         update = tf.nn.sigmoid(update + self.update_bias)
         return update * cand + (1 - update) * tf.cast(state, self.compute_dtype)
+
+
+class Standardize(keras.layers.Layer):
+    """(x - mean) / std for one vector observation key, with the statistics as non-trainable
+    weights: they are computed once from the world-model data (`set`) and then saved and restored
+    with the model's checkpoint, so training, the agents and evaluation standardise alike."""
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+        self.mean = self.add_weight(shape=(self.size,), initializer="zeros", trainable=False,
+                                    name="mean", dtype="float32")
+        self.std = self.add_weight(shape=(self.size,), initializer="ones", trainable=False,
+                                   name="std", dtype="float32")
+
+    def set(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean.assign(tf.constant(mean, tf.float32))
+        self.std.assign(tf.constant(std, tf.float32))
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return (tf.cast(x, tf.float32) - self.mean) / self.std
+
+
+class MLPEncoder(keras.layers.Layer):
+    """Standardised vectors (..., D) -> embeddings (..., units): DreamerV2's `Encoder._mlp`,
+    `layers` dense layers (`dense0..`) each followed by the activation, no output layer."""
+
+    def __init__(self, layers: int = 4, units: int = 400, act: str = "elu", **kwargs):
+        super().__init__(**kwargs)
+        if layers < 1:
+            raise UserError(f"world_model.encoder.mlp_layers: {layers}; want at least 1")
+        self.units = int(units)
+        self._act = get_act(act)
+        self.dense = [keras.layers.Dense(units, name=f"dense{i}", dtype=self.dtype_policy)
+                      for i in range(layers)]
+        track_layers(self, self.dense)  # [dreamerv2 helper edit] see track_layers
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        x = tf.cast(x, self.compute_dtype)
+        for layer in self.dense:
+            x = self._act(layer(x))
+        return x
+
+
+def vector_nll(mean: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    """-log Normal(target; mean, 1) summed over the last axis: DreamerV2's 'mse' vector head,
+    on standardised targets so every state dimension weighs alike."""
+    diff = tf.cast(target, tf.float32) - tf.cast(mean, tf.float32)
+    return tf.reduce_sum(0.5 * tf.square(diff) + 0.5 * math.log(2 * math.pi), -1)

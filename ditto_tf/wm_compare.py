@@ -70,6 +70,8 @@ def windows(directory: str | pathlib.Path, length: int, max_episodes: int) -> di
     per_episode = []
     for path in paths:
         episode = load_episode(path)
+        if "image" not in episode:  # the comparison is of decoded frames (open-loop videos)
+            raise UserError(f"{path}: holds no images; compare-world-models compares image models")
         starts = range(0, len(episode["image"]) - length + 1, length)
         per_episode.append([{k: episode[k][s:s + length] for k in ("image", "action")}
                             for s in starts])

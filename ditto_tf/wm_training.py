@@ -26,9 +26,9 @@ from ditto_tf.checkpoints import Checkpointer
 from ditto_tf.data.dataset import make_dataset
 from ditto_tf.data.episodes import load_episodes
 from ditto_tf.errors import UserError
-from ditto_tf.files import atomic_write_text
 from ditto_tf.logger import Logger, summary_line
-from ditto_tf.world_model import WorldModel, WorldModelTrainer, image_shape, video_strip
+from ditto_tf.wm_data import data_shapes, model_shapes, save_spec, vector_statistics
+from ditto_tf.world_model import WorldModel, WorldModelTrainer, video_strip
 
 VIDEO_EPISODES = 6  # DreamerV2 shows 6 sequences side by side
 
@@ -47,13 +47,6 @@ def train_dirs(config: Any, logdir: str | pathlib.Path) -> list[pathlib.Path]:
         if not directory.is_dir() or not any(directory.glob("*.npz")):
             raise UserError(f"{directory}: no episodes; run `--phase collect` first")
     return dirs
-
-
-def _save_spec(directory: pathlib.Path, action_size: int, shape: tuple[int, ...]) -> None:
-    spec = {"action_size": int(action_size), "image_shape": [int(s) for s in shape]}
-    path = directory / "model.json"
-    if not path.exists() or json.loads(path.read_text()) != spec:
-        atomic_write_text(path, json.dumps(spec) + "\n")
 
 
 def _action_size(config: Any, logdir: pathlib.Path) -> int:
@@ -75,7 +68,7 @@ def load_world_model(config: Any, logdir: str | pathlib.Path) -> WorldModel:
     latest = tf.train.latest_checkpoint(str(directory)) if directory.is_dir() else None
     if latest is None:
         raise UserError(f"{directory}: no world-model checkpoint; run `--phase world_model` first")
-    model = WorldModel(config, _action_size(config, logdir))
+    model = WorldModel(config, _action_size(config, logdir), model_shapes(config, logdir))
     try:
         tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
     except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:  # IndexError: truncated .data file
@@ -88,11 +81,11 @@ def video_batch(config: Any, logdir: pathlib.Path) -> dict[str, np.ndarray] | No
     """Up to 6 held-out expert episodes (expert/val), cut to a common length, or None."""
     episodes = load_episodes(logdir / "data" / "expert" / "val", limit=VIDEO_EPISODES)
     context = config.world_model.openloop_context
-    episodes = [e for e in episodes if len(e["image"]) > context]
+    episodes = [e for e in episodes if len(e["action"]) > context]
     if not episodes:
         return None
-    length = min(config.world_model.length, *(len(e["image"]) for e in episodes))
-    keys = ("image", "action", "is_first")
+    length = min(config.world_model.length, *(len(e["action"]) for e in episodes))
+    keys = [k for k in ("image", "vector", "action", "is_first") if k in episodes[0]]
     return {k: np.stack([e[k][:length] for e in episodes]) for k in keys}
 
 
@@ -110,27 +103,29 @@ def run(config: Any, logdir: str | pathlib.Path) -> int:
     outdir = wm_dir(logdir)
     dirs = train_dirs(config, logdir)
     keras.utils.set_random_seed(config.seed)  # initial weights and latent samples
+    shapes, keys = data_shapes(config, dirs)
     # Only the first batch is needed to learn the shapes; the stream is rebuilt at the restored step.
     spec = make_dataset(dirs, wm.batch, wm.length, config.seed,
-                        skip_corrupt=config.data.skip_corrupt).element_spec
-    shape = tuple(spec["image"].shape[2:])
-    if shape != image_shape(config):
-        raise UserError(f"{dirs[0]}: episode images are {shape} but env.size / env.grayscale "
-                        f"give {image_shape(config)}; collect again or fix the config")
+                        skip_corrupt=config.data.skip_corrupt, keys=keys).element_spec
     action_size = int(spec["action"].shape[-1])
-    model = WorldModel(config, action_size)
+    try:
+        model = WorldModel(config, action_size, shapes)
+    except UserError as e:
+        raise UserError(f"{dirs[0]}: {e}") from None
+    if model.keys.mlp:  # statistics of the training data; a resumed run restores the saved ones
+        model.set_statistics(vector_statistics(dirs, model.keys.mlp, config.data.skip_corrupt))
     trainer = WorldModelTrainer(model, config)
     checkpointer = Checkpointer(outdir / "checkpoints", config.keep_checkpoints,
                                 model=model, optimizer=trainer.optimizer)
     step = checkpointer.restore()
-    _save_spec(outdir, action_size, shape)
+    save_spec(outdir, action_size, shapes)
     if step >= wm.steps:
         print(f"world model: already trained ({step} of {wm.steps} updates) in {outdir}")
         return step
     if step:
         print(f"world model: resuming from step {step} ({checkpointer.manager.latest_checkpoint})")
     dataset = iter(make_dataset(dirs, wm.batch, wm.length, config.seed, start_batch=step,
-                                skip_corrupt=config.data.skip_corrupt))
+                                skip_corrupt=config.data.skip_corrupt, keys=keys))
     videos = video_batch(config, logdir)
     logger = Logger(outdir, resume_step=step)  # drops rows of updates redone after a kill
     sums: dict[str, float] = collections.defaultdict(float)
@@ -146,7 +141,7 @@ def run(config: Any, logdir: str | pathlib.Path) -> int:
                 kept = checkpointer.manager.latest_checkpoint or "none (no checkpoint yet)"
                 raise UserError(
                     f"world model: loss is {metrics['model_loss']} at update {step + 1} "
-                    f"(image {metrics['image_loss']:.4g}, kl {metrics['kl_loss']:.4g}); stopped. "
+                    f"({', '.join(f'{k} {v:.4g}' for k, v in metrics.items() if k.endswith('_loss'))}); stopped. "
                     f"Last good checkpoint: {kept}. Lower world_model.lr or check the data")
             step += 1
             count += 1
@@ -163,10 +158,15 @@ def run(config: Any, logdir: str | pathlib.Path) -> int:
                 sums.clear()
                 count, last_time = 0, now
             if videos is not None and (step % wm.video_every == 0 or step == wm.steps):
-                video, mse = openloop_report(model, videos, wm.openloop_context)
-                logger.video("openl_image", video)
-                logger.scalar("eval/openl_mse", mse)
-                headline["openl_mse"] = mse
+                if model.decoder is not None:
+                    video, mse = openloop_report(model, videos, wm.openloop_context)
+                    logger.video("openl_image", video)
+                    logger.scalar("eval/openl_mse", mse)
+                    headline["openl_mse"] = mse
+                if model.mlp_decoder is not None:  # no picture of a vector: its error alone
+                    error = model.open_loop_vector(model.preprocess(videos), wm.openloop_context)
+                    logger.scalar("eval/openl_vector_mse", float(error))
+                    headline["openl_vector_mse"] = float(error)
             if step % config.checkpoint_every == 0 or step == wm.steps:
                 logger.write(step)
                 checkpointer.save(step)

@@ -1,8 +1,9 @@
-"""The DreamerV2 world model in Keras 3: RSSM with categorical latents, conv encoder and decoder.
+"""The DreamerV2 world model in Keras 3: RSSM with categorical latents, conv and/or MLP encoder
+and decoder (DreamerV2's `cnn_keys` / `mlp_keys`, see `obs_keys`).
 
-    wm = WorldModel(config, action_size=2)          # variables exist after construction
-    data = wm.preprocess(batch)                     # images -> x / 255 - 0.5
-    embed = wm.encoder(data['image'])               # (B, T, E)
+    wm = WorldModel(config, action_size=2, shapes={'image': (64, 64, 1)})   # or {'vector': (4,)}
+    data = wm.preprocess(batch)                     # images -> x / 255 - 0.5, vectors standardised
+    embed = wm.embed(data)                          # (B, T, E): concat(cnn embed, mlp embed)
     post, prior = wm.rssm.observe(embed, data['action'], data['is_first'])   # batch-major
     feat = wm.rssm.get_feat(post)                   # concat([stoch flat, deter])
     seq = wm.rssm.imagine(policy_fn, start_state, horizon)                   # time-major
@@ -19,7 +20,7 @@ from typing import Any, Callable, Mapping
 import keras
 import tensorflow as tf
 
-from ditto_tf import dists, nets
+from ditto_tf import dists, nets, obs_keys
 from ditto_tf.errors import UserError
 
 State = dict[str, tf.Tensor]
@@ -180,48 +181,96 @@ class RSSM(keras.Model):
 
 
 class WorldModel(keras.Model):
-    """Encoder, RSSM, image decoder and the optional reward / discount heads, with the loss.
+    """Encoders, RSSM, decoders and the optional reward / discount heads, with the loss.
 
-    Variables are created in the constructor (a forward pass on zeros), so a checkpoint can be
-    restored right away. Precision comes from `config.precision` via `precision_policy`.
+    `shapes` maps the observation keys the data offers to their shapes (default: the config's
+    image); `obs_keys.select` picks what the encoder reads and the decoder reconstructs. The
+    conv parts keep their DreamerV2 names and places (`encoder`, `decoder`, None when no cnn key
+    matches), so image checkpoints and the DreamerV2 import are unchanged; vectors go through
+    `mlp_encoder` / `mlp_decoder`, standardised by `standardize_<key>` (statistics saved with the
+    model). Variables are created in the constructor (a forward pass on zeros), so a checkpoint
+    can be restored right away. Precision comes from `config.precision` via `precision_policy`.
     """
 
-    def __init__(self, config: Any, action_size: int, **kwargs):
+    def __init__(self, config: Any, action_size: int,
+                 shapes: Mapping[str, Any] | None = None, **kwargs):
         kwargs.setdefault("dtype", precision_policy(config))
         super().__init__(**kwargs)
         wm = config.world_model
         self.config, self.image_shape, self.action_size = config, image_shape(config), action_size
+        shapes = {"image": self.image_shape} if shapes is None else shapes
+        self.shapes = {k: tuple(int(x) for x in v) for k, v in shapes.items()}
+        self.keys = obs_keys.select(config, self.shapes)
+        if "image" in self.shapes and self.shapes["image"] != self.image_shape:
+            raise UserError(f"episode images are {self.shapes['image']} but env.size / "
+                            f"env.grayscale give {self.image_shape}; collect again or fix the config")
         policy = self.dtype_policy
-        self.encoder = nets.ConvEncoder(wm.encoder.depth, wm.encoder.kernels, wm.encoder.act,
-                                        name="encoder", dtype=policy)
-        self.embed_size = self.encoder.embed_size(self.image_shape)
+        enc, dec = wm.encoder, wm.decoder
+        self.encoder = self.mlp_encoder = self.decoder = self.mlp_decoder = None
+        self.embed_size = 0
+        if self.keys.encoder_cnn:
+            self.encoder = nets.ConvEncoder(enc.depth, enc.kernels, enc.act, name="encoder",
+                                            dtype=policy)
+            self.embed_size += self.encoder.embed_size(self.image_shape)
+        if self.keys.encoder_mlp:
+            self.mlp_encoder = nets.MLPEncoder(enc.mlp_layers, enc.mlp_units, enc.act,
+                                               name="mlp_encoder", dtype=policy)
+            self.embed_size += self.mlp_encoder.units
+        self.standardizers = [nets.Standardize(self.shapes[k][0], name=f"standardize_{k}")
+                              for k in self.keys.mlp]
+        nets.track_layers(self, self.standardizers)  # as a list Keras 3 would hide them
         rssm = wm.rssm
         self.rssm = RSSM(action_size, rssm.deter, rssm.hidden, rssm.stoch, rssm.discrete,
                          rssm.act, rssm.norm, name="rssm", dtype=policy)
-        self.decoder = nets.ConvDecoder(self.image_shape, wm.decoder.depth, wm.decoder.kernels,
-                                        wm.decoder.act, name="decoder", dtype=policy)
+        if self.keys.decoder_cnn:
+            self.decoder = nets.ConvDecoder(self.image_shape, dec.depth, dec.kernels, dec.act,
+                                            name="decoder", dtype=policy)
+        if self.keys.decoder_mlp:
+            size = sum(self.shapes[k][0] for k in self.keys.decoder_mlp)
+            self.mlp_decoder = nets.MLP(size, dec.mlp_layers, dec.mlp_units, dec.act,
+                                        name="mlp_decoder", dtype=policy)
         # DreamerV2's heads: 4 x 400 ELU MLPs with an 'mse' reward and a 'binary' discount.
         self.reward_head = nets.MLP(1, name="reward", dtype=policy) if wm.reward_head else None
         self.discount_head = nets.MLP(1, name="discount", dtype=policy) if wm.discount_head else None
         self._build_variables()
 
     def _build_variables(self) -> None:
-        data = self.preprocess(dict(
-            image=tf.zeros((1, 1, *self.image_shape), tf.uint8),
-            action=tf.zeros((1, 1, self.action_size)), is_first=tf.ones((1, 1), tf.bool)))
-        embed = self.encoder(data["image"])
+        zeros = {k: tf.zeros((1, 1, *self.shapes[k]), tf.uint8 if k == "image" else tf.float32)
+                 for k in self.keys.stored}
+        data = self.preprocess(dict(zeros, action=tf.zeros((1, 1, self.action_size)),
+                                    is_first=tf.ones((1, 1), tf.bool)))
+        embed = self.embed(data)
         post, _ = self.rssm.obs_step(self.rssm.initial(1), data["action"][:, 0], embed[:, 0],
                                      data["is_first"][:, 0])
         feat = self.rssm.get_feat(post)
-        self.decoder(feat)
-        for head in (self.reward_head, self.discount_head):
+        for head in (self.decoder, self.mlp_decoder, self.reward_head, self.discount_head):
             if head is not None:
                 head(feat)
 
+    def set_statistics(self, stats: Mapping[str, tuple[Any, Any]]) -> None:
+        """Set the standardisation {key: (mean, std)} of every mlp key (before training)."""
+        for key, layer in zip(self.keys.mlp, self.standardizers):
+            layer.set(*stats[key])
+
+    def embed(self, data: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """Preprocessed (..., obs) -> (..., E): concat of the cnn and mlp embeddings (DreamerV2's
+        `Encoder`, cnn first)."""
+        parts = []
+        if self.encoder is not None:
+            parts.append(self.encoder(data["image"]))
+        if self.mlp_encoder is not None:
+            parts.append(self.mlp_encoder(tf.concat([data[k] for k in self.keys.encoder_mlp], -1)))
+        return parts[0] if len(parts) == 1 else tf.concat(parts, -1)
+
     def preprocess(self, batch: Mapping[str, Any]) -> dict[str, tf.Tensor]:
-        """Images to `x / 255 - 0.5` in the compute dtype, actions float32, flags bool."""
+        """Images to `x / 255 - 0.5` in the compute dtype, vectors standardised (float32),
+        actions float32, flags bool."""
         data = dict(batch)
-        data["image"] = tf.cast(batch["image"], self.compute_dtype) / 255.0 - 0.5
+        if "image" in batch:
+            data["image"] = tf.cast(batch["image"], self.compute_dtype) / 255.0 - 0.5
+        for key, layer in zip(self.keys.mlp, self.standardizers):
+            if key in batch:
+                data[key] = layer(batch[key])
         data["action"] = tf.cast(batch["action"], tf.float32)
         data["is_first"] = tf.cast(batch["is_first"], tf.bool)
         for key in ("reward", "is_terminal"):
@@ -231,18 +280,26 @@ class WorldModel(keras.Model):
 
     def model_loss(self, data: Mapping[str, tf.Tensor],
              state: Mapping[str, tf.Tensor] | None = None) -> tuple[tf.Tensor, dict, dict]:
-        """Paper eq. 11-12 on preprocessed batch-major data: image NLL + beta * KL balancing.
+        """Paper eq. 11-12 on preprocessed batch-major data: image NLL (and/or the vector NLL on
+        standardised vectors) + beta * KL balancing.
 
         Returns (loss float32 scalar, outputs {embed, feat, post, prior, kl}, metrics).
         """
         wm = self.config.world_model
-        embed = self.encoder(data["image"])
+        embed = self.embed(data)
         post, prior = self.rssm.observe(embed, data["action"], data["is_first"], state)
         kl_loss, kl_value = dists.kl_balance(post["logit"], prior["logit"], wm.kl_balance, wm.kl_free)
         feat = self.rssm.get_feat(post)
-        image_loss = tf.reduce_mean(dists.image_nll(self.decoder(feat), data["image"]))
-        losses = {"image": image_loss, "kl": kl_loss}
-        loss = wm.image_weight * image_loss + wm.kl_scale * kl_loss
+        losses, loss = {}, 0.0
+        if self.decoder is not None:
+            losses["image"] = tf.reduce_mean(dists.image_nll(self.decoder(feat), data["image"]))
+            loss = wm.image_weight * losses["image"]
+        if self.mlp_decoder is not None:
+            target = tf.concat([data[k] for k in self.keys.decoder_mlp], -1)
+            losses["vector"] = tf.reduce_mean(nets.vector_nll(self.mlp_decoder(feat), target))
+            loss += wm.vector_weight * losses["vector"]
+        losses["kl"] = kl_loss
+        loss += wm.kl_scale * kl_loss
         if self.reward_head is not None:
             pred = self.reward_head(feat)[..., 0]
             losses["reward"] = tf.reduce_mean(0.5 * tf.square(pred - data["reward"]))
@@ -267,15 +324,27 @@ class WorldModel(keras.Model):
         frames before `context` are reconstructions, after it open-loop predictions.
         """
         truth = tf.cast(data["image"], tf.float32) + 0.5
-        embed = self.encoder(data["image"][:, :context])
-        states, _ = self.rssm.observe(embed, data["action"][:, :context],
-                                      data["is_first"][:, :context])
-        recon = self.decoder(self.rssm.get_feat(states))
-        start = {k: v[:, -1] for k, v in states.items()}
-        prior = self.rssm.rollout(data["action"][:, context:], start)
-        openl = self.decoder(self.rssm.get_feat(prior))
+        recon, openl = self._open_loop_feats(data, context)
+        recon, openl = self.decoder(recon), self.decoder(openl)
         model = tf.concat([tf.cast(recon, tf.float32), tf.cast(openl, tf.float32)], 1) + 0.5
         return truth, tf.clip_by_value(model, 0.0, 1.0)
+
+    def _open_loop_feats(self, data: Mapping[str, tf.Tensor], context: int
+                         ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Posterior features of the first `context` steps, prior features of the rest."""
+        embed = self.embed({k: v[:, :context] for k, v in data.items()})
+        states, _ = self.rssm.observe(embed, data["action"][:, :context],
+                                      data["is_first"][:, :context])
+        start = {k: v[:, -1] for k, v in states.items()}
+        prior = self.rssm.rollout(data["action"][:, context:], start)
+        return self.rssm.get_feat(states), self.rssm.get_feat(prior)
+
+    @tf.function
+    def open_loop_vector(self, data: Mapping[str, tf.Tensor], context: int) -> tf.Tensor:
+        """Mean squared error of the open-loop vector predictions (standardised units)."""
+        _, openl = self._open_loop_feats(data, context)
+        target = tf.concat([data[k][:, context:] for k in self.keys.decoder_mlp], -1)
+        return tf.reduce_mean(tf.square(self.mlp_decoder(openl) - tf.cast(target, tf.float32)))
 
 
 def video_strip(truth: tf.Tensor, model: tf.Tensor) -> tf.Tensor:

@@ -215,7 +215,8 @@ def test_expert_action_alignment_uses_the_next_file_action(config) -> None:
     episode["action"][0] = 0
     data = FrameData([episode], frame_stack=2)
     assert list(data.pairs) == [0, 1, 2]  # the last frame has no action taken
-    frames, actions = data.batch(np.array([0, 2]))
+    obs, actions = data.batch(np.array([0, 2]))
+    frames = obs["image"]
     np.testing.assert_array_equal(np.argmax(actions, -1), [2, 2])
     np.testing.assert_array_equal(frames[0, 0, 0], [0, 0])  # episode start: first frame repeated
     np.testing.assert_array_equal(frames[1, 0, 0], [1, 2])  # oldest frame first
@@ -258,7 +259,8 @@ def test_checkpoint_round_trip_dbc_and_bc(config, wm, tmp_path) -> None:
     _roundtrip(tmp_path / "dbc", lambda: DBC(config, setup), lambda agent: agent.update(*batch))
     image = tf.zeros([4, *config.env.size, config.bc.frame_stack], tf.uint8)
     action = tf.one_hot([0, 1, 0, 1], ACTIONS)
-    _roundtrip(tmp_path / "bc", lambda: BC(config, ACTIONS, True), lambda agent: agent.update(image, action))
+    _roundtrip(tmp_path / "bc", lambda: BC(config, ACTIONS, True),
+               lambda agent: agent.update({"image": image}, action))
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(config, tmp_path) -> None:

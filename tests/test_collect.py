@@ -97,6 +97,31 @@ def test_top_up_and_rebuild_lost_manifest_lines(tmp_path):
     assert [e["return"] for e in check_set(other, "wm", 5, (32, 32, 1), 2)] == [e["return"] for e in second]
 
 
+def test_vector_config_collects_states_without_images(tmp_path, capsys):
+    """With the `vector` block no cnn key matches: episodes hold the float32 state and no image
+    (nothing is rendered), and topping up a pixel logdir with it is a one-line error."""
+    flags = ["--data.wm_policy", "random", "--data.expert_train", "0", "--data.expert_val", "0",
+             "--data.wm_episodes", "2"]
+    assert collect_cli(tmp_path / "vec", *flags, configs=("cartpole", "vector", "debug")) == 0
+    paths = episodes.list_episodes(collect.set_dir(tmp_path / "vec", "wm"))
+    assert len(paths) == 2
+    for path in paths:
+        episode = episodes.load_episode(path)
+        assert "image" not in episode
+        assert episode["vector"].dtype == np.float32 and episode["vector"].shape[1:] == (4,)
+        assert len(episode["vector"]) == len(episode["action"]) == episodes.parse_name(path)[1]
+        assert np.abs(episode["vector"][:, 2]).max() > 0.0  # the pole angle, really recorded
+    # the default (pixel) config stores no vector: files stay as they were
+    assert collect_cli(tmp_path / "pix", *flags) == 0
+    pixel = episodes.load_episode(episodes.list_episodes(collect.set_dir(tmp_path / "pix", "wm"))[0])
+    assert "vector" not in pixel and pixel["image"].shape[1:] == (32, 32, 1)
+    capsys.readouterr()
+    assert collect_cli(tmp_path / "pix", *flags[:-2], "--data.wm_episodes", "3",
+                       configs=("cartpole", "vector", "debug")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "000001-" in err and "['image']" in err and "['vector']" in err and "\n" not in err
+
+
 def test_killed_collect_leaves_no_partial_file_and_resumes(tmp_path):
     command = [sys.executable, str(REPO_ROOT / "train.py"), "--configs", "cartpole",
                "--logdir", str(tmp_path), "--phase", "collect", "--data.wm_policy", "random",

@@ -1,4 +1,5 @@
-"""Sequence sampling from real episode files: shapes, contiguity, seeding, resume, caching."""
+"""Sequence sampling from real episode files: shapes, contiguity, chunking across episode ends,
+frames sampled in proportion, seeding, resume, caching."""
 
 from __future__ import annotations
 
@@ -24,22 +25,31 @@ def episode_dir(tmp_path: pathlib.Path) -> pathlib.Path:
     return directory
 
 
+def _stream(source: pathlib.Path) -> dict[str, np.ndarray]:
+    """The saved episodes of `source`, in index order, concatenated."""
+    episodes = [np.load(p) for p in sorted(source.glob("*.npz"))]
+    return {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0].files}
+
+
 def _check_sequences(batch: dict, source: pathlib.Path) -> None:
-    """Every sequence is L consecutive steps of one saved episode, flags copied faithfully."""
+    """Every sequence is L consecutive steps of the circular stream of saved episodes (a window
+    that outlasts its episode goes on with the next one), flags copied faithfully."""
+    stream = _stream(source)
     for b in range(B):
-        index = int(batch["image"][b, 0, 0, 1, 0])
-        episode = np.load(next(source.glob(f"{index:06d}-*.npz")))
-        start = int(batch["image"][b, 0, 0, 0, 0])
+        index, start = int(batch["image"][b, 0, 0, 1, 0]), int(batch["image"][b, 0, 0, 0, 0])
+        at = int(np.flatnonzero((stream["image"][:, 0, 1, 0] == index)
+                                & (stream["image"][:, 0, 0, 0] == start))[0])
+        rows = (at + np.arange(L)) % len(stream["action"])
         for key in ("image", "action", "reward", "is_last", "is_terminal"):
-            np.testing.assert_array_equal(batch[key][b], episode[key][start : start + L])
-        expected_first = episode["is_first"][start : start + L].copy()
+            np.testing.assert_array_equal(batch[key][b], stream[key][rows])
+        expected_first = stream["is_first"][rows].copy()
         expected_first[0] = True
         np.testing.assert_array_equal(batch["is_first"][b], expected_first)
 
 
 def test_batch_shapes_dtypes_and_contents(episode_dir):
     sampler = SequenceSampler(episode_dir, batch=B, length=L, seed=0)
-    assert sampler.num_episodes == 3  # the 3-step episode cannot hold a sequence
+    assert sampler.num_episodes == 4  # the 3-step episode is sampled too (chunked with the next)
     for i in range(20):
         batch = sampler.sample_batch(i)
         assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
@@ -51,7 +61,6 @@ def test_batch_shapes_dtypes_and_contents(episode_dir):
             "is_terminal": ((B, L), np.bool_),
         }
         assert batch["is_first"][:, 0].all()
-        assert not np.isin(batch["image"][:, 0, 0, 1, 0], [2]).any()
         _check_sequences(batch, episode_dir)
 
 
@@ -80,24 +89,41 @@ def test_same_seed_same_batches_different_seed_differs(episode_dir):
     assert not np.array_equal(a.sample_indices(0), a.sample_indices(1))
 
 
-def test_starts_weighted_by_valid_positions(tmp_path):
-    save_episode(tmp_path, make_episode(length=L, seed=0), 0)  # 1 valid start
-    save_episode(tmp_path, make_episode(length=L + 99, seed=1), 1)  # 100 valid starts
-    sampler = SequenceSampler(tmp_path, batch=100, length=L, seed=0)
-    episodes, starts = map(np.concatenate, zip(*(sampler.sample_indices(i) for i in range(50))))
-    share = np.mean(episodes == 0)
-    assert 0.3 / 101 < share < 3 / 101  # expected 1/101 of 5000 draws: about 50
-    assert starts[episodes == 0].max() == 0
-    assert starts[episodes == 1].min() == 0 and starts[episodes == 1].max() == 99
+def test_short_episodes_and_episode_ends_are_sampled_in_proportion(tmp_path):
+    """Episodes shorter than the window (as CartPole's failures are) are sampled, and the last
+    frames of every episode (where the pole falls) get their share of the sampled frames;
+    the next episode's is_first marks where a window crosses into it."""
+    length, lengths = 32, [12, 20, 31, 56, 90, 140, 25, 8]
+    for index, steps in enumerate(lengths):
+        save_episode(tmp_path, make_episode(length=steps, seed=index), index)
+    sampler = SequenceSampler(tmp_path, batch=64, length=length, seed=0)
+    counts: dict[tuple[int, int], int] = {}
+    sampled = 0
+    for i in range(150):
+        batch = sampler.sample_batch(i)
+        index, step = batch["image"][:, :, 0, 1, 0], batch["image"][:, :, 0, 0, 0]
+        for key in zip(index.ravel().tolist(), step.ravel().tolist()):
+            counts[key] = counts.get(key, 0) + 1
+        sampled += index.size
+        # inside a window, a new episode begins exactly where its step counter is 0
+        np.testing.assert_array_equal(batch["is_first"][:, 1:], step[:, 1:] == 0)
+    assert {e for e, _ in counts} == set(range(len(lengths)))  # every episode, 8 and 12 steps too
+    last = sum(v for (e, t), v in counts.items() if t >= lengths[e] - 5)
+    share = 5 * len(lengths) / sum(lengths)  # 40 of 382 frames: 10.5%
+    assert abs(last / sampled - share) < 0.15 * share, (last / sampled, share)
+    # and every single frame is drawn about equally often (each lies in exactly L windows)
+    per_frame = np.array([counts.get((e, t), 0) for e, n in enumerate(lengths) for t in range(n)])
+    expected = sampled / sum(lengths)
+    assert per_frame.min() > 0.7 * expected and per_frame.max() < 1.3 * expected
 
 
 def test_several_directories_and_limit(tmp_path, episode_dir):
     other = tmp_path / "expert"
     save_episode(other, make_episode(length=30, seed=9), 0)
     sampler = SequenceSampler([episode_dir, other], B, L, seed=0)
-    assert sampler.num_episodes == 4
+    assert sampler.num_episodes == 5
     seen = {int(sampler.sample_batch(i)["image"][b, 0, 0, 1, 0]) for i in range(40) for b in range(B)}
-    assert seen == {0, 1, 3, 9}
+    assert seen == {0, 1, 2, 3, 9}
     limited = SequenceSampler([episode_dir], B, L, seed=0, limit=2)
     assert limited.num_episodes == 2 and limited.num_steps == 35
     per_directory = SequenceSampler([episode_dir, other], B, L, seed=0, limit=[1, None])
@@ -111,10 +137,6 @@ def test_errors_name_the_directory(tmp_path):
         SequenceSampler(empty, B, L, seed=0)
     with pytest.raises(UserError, match="missing: episode directory not found"):
         SequenceSampler(tmp_path / "missing", B, L, seed=0)
-    short = tmp_path / "short"
-    save_episode(short, make_episode(length=L - 1), 0)
-    with pytest.raises(UserError, match=f"{short}: no episode has at least {L} steps"):
-        SequenceSampler(short, B, L, seed=0)
     wide, narrow = tmp_path / "wide", tmp_path / "narrow"
     save_episode(wide, make_episode(length=10, size=16), 0)
     save_episode(narrow, make_episode(length=10, size=8), 0)
@@ -159,7 +181,7 @@ def test_corrupt_episode_fails_or_is_skipped(episode_dir, caplog):
         SequenceSampler(episode_dir, B, L, seed=0)
     with caplog.at_level(logging.WARNING):
         sampler = SequenceSampler(episode_dir, B, L, seed=0, skip_corrupt=True)
-    assert sampler.num_episodes == 2
+    assert sampler.num_episodes == 3  # 10, 25 and 3 steps: the short one is sampled too
     assert any("000003-40.npz" in r.getMessage() for r in caplog.records)
     broken = episode_dir / "000000-10.npz"
     broken.write_bytes(b"")

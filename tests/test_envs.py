@@ -14,8 +14,11 @@ from ditto_tf.errors import UserError
 KEYS = {"image", "reward", "is_first", "is_last", "is_terminal"}
 
 
-def check_obs(obs: dict, shape: tuple[int, ...], first: bool) -> None:
-    assert set(obs) == KEYS
+def check_obs(obs: dict, shape: tuple[int, ...], first: bool, vector: int = 0) -> None:
+    """`vector`: the size of the `vector` key a gymnasium env with a 1-D Box state offers."""
+    assert set(obs) == (KEYS | {"vector"} if vector else KEYS)
+    if vector:
+        assert obs["vector"].shape == (vector,) and obs["vector"].dtype == np.float32
     assert obs["image"].shape == shape and obs["image"].dtype == np.uint8
     assert obs["is_first"] is first
     assert isinstance(obs["is_last"], bool) and isinstance(obs["is_terminal"], bool)
@@ -157,7 +160,8 @@ def test_time_limit_truncates_without_terminal():
 def test_cartpole_rendered_to_pixels():
     env = make_env(load_config(["cartpole"]), seed=0)
     obs = env.reset()
-    check_obs(obs, (64, 64, 1), first=True)
+    check_obs(obs, (64, 64, 1), first=True, vector=4)
+    np.testing.assert_array_equal(obs["vector"], env.native_obs)
     assert env.native_obs.shape == (4,) and env.act_space == gym.spaces.Discrete(2)
     assert obs["image"].min() < obs["image"].max()  # a real frame: cart and pole on a background
     images = [obs["image"]]
@@ -167,7 +171,7 @@ def test_cartpole_rendered_to_pixels():
     assert obs["is_terminal"] and len(images) < 100
     assert not np.array_equal(images[0], images[-1])  # the cart moved
     rgb = make_env(load_config(["cartpole"], ["--env.grayscale", "false", "--env.size", "32,48"]), 0)
-    check_obs(rgb.reset(), (32, 48, 3), first=True)
+    check_obs(rgb.reset(), (32, 48, 3), first=True, vector=4)
 
 
 def test_cartpole_crop_keeps_the_band_of_cart_and_pole():
@@ -196,14 +200,34 @@ def test_lunarlander_and_bipedalwalker_continuous():
     continuous = GymPixels("LunarLanderContinuous-v3", seed=0)
     assert isinstance(continuous.act_space, gym.spaces.Box) and continuous.action_size == 2
     continuous.reset()
-    check_obs(continuous.step(np.array([0.5, -0.5])), (64, 64, 1), first=False)
+    check_obs(continuous.step(np.array([0.5, -0.5])), (64, 64, 1), first=False, vector=8)
 
     walker = make_env(load_config(["bipedalwalker"]), seed=0)
     assert isinstance(walker.act_space, gym.spaces.Box) and walker.action_size == 4
-    check_obs(walker.reset(), (64, 64, 1), first=True)
+    check_obs(walker.reset(), (64, 64, 1), first=True, vector=24)
     assert walker.native_obs.shape == (24,)
-    check_obs(walker.step(np.full(4, 3.0)), (64, 64, 1), first=False)  # clipped into the Box
+    check_obs(walker.step(np.full(4, 3.0)), (64, 64, 1), first=False, vector=24)  # clipped into the Box
     np.testing.assert_array_equal(walker.action_vector(np.full(4, 3.0)), np.ones(4, np.float32))
+
+
+def test_vector_config_offers_the_state_without_rendering():
+    """With no cnn key matching `image` (the `vector` block), nothing is rendered: the obs holds
+    the native state as `vector` and no `image`; Atari offers no vector, so it is an error."""
+    env = make_env(load_config(["cartpole", "vector"]), seed=0)
+    assert env._env.render_mode is None and "image" not in env.obs_space
+    obs = env.reset()
+    assert set(obs) == (KEYS - {"image"}) | {"vector"}
+    np.testing.assert_array_equal(obs["vector"], env.native_obs.astype(np.float32))
+    assert obs["vector"].dtype == np.float32
+    for _ in range(3):
+        obs = env.step(0)
+    np.testing.assert_array_equal(obs["vector"], env.native_obs.astype(np.float32))
+    from ditto_tf.obs_keys import env_shapes, select
+
+    atari = make_env(load_config(["atari", "pong"]), seed=0)
+    assert "vector" not in atari.reset()
+    with pytest.raises(UserError, match=r"encoder.cnn_keys / mlp_keys match no observation key.*image"):
+        select(load_config(["atari", "pong", "vector"]), env_shapes(atari))
 
 
 @pytest.mark.parametrize("task, culprit, hint", [

@@ -201,3 +201,81 @@ def test_decoder_kernels_must_give_the_image_size() -> None:
     config = load_config(["debug"], ["--env.size", "64,64"])
     with pytest.raises(UserError, match="decoder.kernels"):
         WorldModel(config, action_size=2)
+
+
+# ----------------------------------------------------------------------------- vector observations
+
+@pytest.fixture(scope="module")
+def vector_config() -> Config:
+    return load_config(["cartpole", "vector", "debug"], ["--precision", "float32"])
+
+
+@pytest.fixture(scope="module")
+def vector_dir(vector_config: Config, tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    directory = tmp_path_factory.mktemp("vector_cartpole")
+    write_cartpole_episodes(vector_config, directory, count=3, seed=1)
+    return directory
+
+
+def test_vector_world_model_shapes_loss_and_standardisation(vector_config: Config,
+                                                            vector_dir: pathlib.Path,
+                                                            tmp_path: pathlib.Path) -> None:
+    """MLP encoder and decoder on the CartPole state: shapes, the Normal(mean, 1) NLL on
+    standardised vectors computed by hand, statistics saved with the model, and the loss falls."""
+    from ditto_tf.wm_data import vector_statistics
+
+    episodes = load_episodes(vector_dir)
+    assert "image" not in episodes[0] and episodes[0]["vector"].shape[1:] == (4,)
+    model = WorldModel(vector_config, action_size=2, shapes={"vector": (4,)})
+    assert model.encoder is None and model.decoder is None
+    units = vector_config.world_model.encoder.mlp_units
+    assert model.embed_size == units
+    stats = vector_statistics([vector_dir], ["vector"])
+    states = np.concatenate([e["vector"] for e in episodes]).astype(np.float64)
+    np.testing.assert_allclose(stats["vector"][0], states.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["vector"][1], np.maximum(states.std(0), 1e-2), rtol=1e-4)
+    model.set_statistics(stats)
+
+    keys = ("vector", "action", "is_first")
+    batch = {k: np.stack([e[k][s:s + 8] for e in episodes for s in (0, 2)]) for k in keys}
+    batch["is_first"][:, 0] = True
+    data = model.preprocess(batch)
+    standardised = (batch["vector"] - stats["vector"][0]) / stats["vector"][1]
+    np.testing.assert_allclose(data["vector"].numpy(), standardised, rtol=1e-5, atol=1e-5)
+    embed = model.embed(data)
+    assert embed.shape == (6, 8, units)
+    loss, outs, metrics = model.model_loss(data)
+    assert "image_loss" not in metrics and outs["embed"].shape == (6, 8, units)
+    mean = model.mlp_decoder(outs["feat"]).numpy()
+    assert mean.shape == (6, 8, 4)
+    hand = (0.5 * np.square(standardised - mean) + 0.5 * np.log(2 * np.pi)).sum(-1).mean()
+    assert float(metrics["vector_loss"]) == pytest.approx(hand, rel=1e-4)
+    kl = float(metrics["kl_loss"]) * vector_config.world_model.kl_scale
+    assert float(loss) == pytest.approx(hand + kl, rel=1e-4)
+
+    trainer = WorldModelTrainer(model, vector_config)
+    losses = [float(trainer.train(batch)["vector_loss"]) for _ in range(60)]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 1.0, losses[::10]
+
+    Checkpointer(tmp_path, model=model, optimizer=trainer.optimizer).save(1)
+    other = WorldModel(vector_config, action_size=2, shapes={"vector": (4,)})
+    assert Checkpointer(tmp_path, model=other, optimizer=WorldModelTrainer(other, vector_config).optimizer).restore() == 1
+    np.testing.assert_array_equal(other.standardizers[0].mean.numpy(), stats["vector"][0])
+    np.testing.assert_array_equal(other.standardizers[0].std.numpy(), stats["vector"][1])
+    np.testing.assert_array_equal(other.embed(other.preprocess(batch)).numpy(), model.embed(data).numpy())
+
+
+def test_keys_select_by_regex_and_rank(vector_config: Config) -> None:
+    """DreamerV2's selection: cnn keys are rank-3 matches, mlp keys rank-1 matches, '$^' none."""
+    from ditto_tf.obs_keys import needs_image, select
+
+    shapes = {"image": (32, 32, 1), "vector": (4,)}
+    default = select(load_config(["debug"]), shapes)
+    assert default.encoder_cnn == ["image"] and default.encoder_mlp == [] and default.stored == ["image"]
+    vector = select(vector_config, shapes)
+    assert vector.encoder_cnn == [] and vector.encoder_mlp == ["vector"] and vector.stored == ["vector"]
+    assert needs_image(load_config(["debug"])) and not needs_image(vector_config)
+    both = load_config(["debug"], ["--world_model.encoder.mlp_keys", "vec.*"])
+    assert select(both, shapes).encoder_mlp == ["vector"] and select(both, shapes).decoder_mlp == []
+    with pytest.raises(UserError, match=r"world_model.encoder.cnn_keys: '\[' is not a regular"):
+        select(load_config(["debug"], ["--world_model.encoder.cnn_keys", "["]), shapes)

@@ -101,10 +101,10 @@ class Encoder:
         self.wm = wm
 
     @tf.function
-    def _chunk(self, image: tf.Tensor, action: tf.Tensor, is_first: tf.Tensor,
+    def _chunk(self, obs: dict[str, tf.Tensor], action: tf.Tensor, is_first: tf.Tensor,
                state: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
-        data = self.wm.preprocess({"image": image, "action": action, "is_first": is_first})
-        embed = self.wm.encoder(data["image"])
+        data = self.wm.preprocess({**obs, "action": action, "is_first": is_first})
+        embed = self.wm.embed(data)
         post, _ = self.wm.rssm.observe(embed, data["action"], data["is_first"], state)
         last = {k: v[:, -1] for k, v in post.items()}
         return post, last
@@ -112,11 +112,12 @@ class Encoder:
     def __call__(self, episodes: list[dict[str, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Episodes (whole, T_e steps each) -> [(deter (T_e, D), stoch indices (T_e, S))]."""
         group = min(GROUP, len(episodes))
-        length = max(len(e["image"]) for e in episodes)
+        length = max(len(e["action"]) for e in episodes)
+        obs = [*self.wm.keys.encoder_cnn, *self.wm.keys.encoder_mlp]
         padded = -(-length // CHUNK) * CHUNK
         # Pad to the full group so every call has the same shape (no retracing).
         arrays = {k: np.zeros((group, padded, *episodes[0][k].shape[1:]), episodes[0][k].dtype)
-                  for k in ("image", "action", "is_first")}
+                  for k in (*obs, "action", "is_first")}
         for i, episode in enumerate(episodes):
             for key in arrays:
                 arrays[key][i, : len(episode[key])] = episode[key]
@@ -124,13 +125,13 @@ class Encoder:
         deter, stoch = [], []
         for start in range(0, padded, CHUNK):
             part = slice(start, start + CHUNK)
-            post, state = self._chunk(tf.constant(arrays["image"][:, part]),
+            post, state = self._chunk({k: tf.constant(arrays[k][:, part]) for k in obs},
                                       tf.constant(arrays["action"][:, part]),
                                       tf.constant(arrays["is_first"][:, part]), state)
             deter.append(tf.cast(post["deter"], tf.float32).numpy())
             stoch.append(tf.argmax(post["stoch"], -1).numpy())
         deter_all, stoch_all = np.concatenate(deter, 1), np.concatenate(stoch, 1)
-        return [(deter_all[i, : len(e["image"])], stoch_all[i, : len(e["image"])])
+        return [(deter_all[i, : len(e["action"])], stoch_all[i, : len(e["action"])])
                 for i, e in enumerate(episodes)]
 
 

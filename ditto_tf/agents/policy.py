@@ -9,7 +9,7 @@
 
 Latent agents (DITTO, D-GAIL, D-BC) filter the frames with the world model's encoder and RSSM
 posterior (`obs_step` with the previous action, reset where `is_first`) and act on the state
-features, as in training. BC acts on the (stacked) frames directly.
+features, as in training. BC acts on the (stacked) observations directly.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from ditto_tf.agents.actor_critic import action_dist, dist_mode, make_actor
-from ditto_tf.agents.runner import action_space
+from ditto_tf.agents.runner import action_space, observation_shapes
 from ditto_tf.errors import UserError
 
 LATENT_AGENTS = ("ditto", "dgail", "dbc")
@@ -64,25 +64,31 @@ class LatentPolicy:
         self.state, self.prev_action = None, None
 
     @tf.function
-    def _step(self, image: tf.Tensor, is_first: tf.Tensor, state: dict[str, tf.Tensor],
+    def _step(self, obs: dict[str, tf.Tensor], is_first: tf.Tensor, state: dict[str, tf.Tensor],
               prev_action: tf.Tensor, mode: bool) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        data = self.wm.preprocess({"image": image, "action": prev_action, "is_first": is_first})
-        embed = self.wm.encoder(data["image"])
+        data = self.wm.preprocess({**obs, "action": prev_action, "is_first": is_first})
+        embed = self.wm.embed(data)
         post, _ = self.wm.rssm.obs_step(state, data["action"], embed, data["is_first"])
         dist = action_dist(self.actor(self.wm.rssm.get_feat(post)), self.discrete)
         action = dist_mode(dist, self.discrete) if mode else dist.sample()
         return tf.stop_gradient(action), post
 
     def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """obs: {image (N, H, W, C) uint8, is_first (N,) bool, ...} -> actions (N, A) float32."""
-        image = np.asarray(obs["image"])
-        count = len(image)
+        """obs: {image (N, H, W, C) uint8 and/or vector (N, D), is_first (N,) bool, ...}
+        -> actions (N, A) float32."""
+        keys = [*self.wm.keys.encoder_cnn, *self.wm.keys.encoder_mlp]
+        missing = [k for k in keys if k not in obs]
+        if missing:
+            raise UserError(f"the world model reads {missing}, which the env does not offer "
+                            f"(it offers {sorted(obs)}); check world_model cnn_keys / mlp_keys")
+        inputs = {k: tf.constant(np.asarray(obs[k])) for k in keys}
+        count = len(obs["is_first"])
         is_first = np.asarray(obs["is_first"], bool)
         if self.state is None or int(self.state["deter"].shape[0]) != count:
             self.state = self.wm.rssm.initial(count)
             self.prev_action = tf.zeros([count, self.act_dim], tf.float32)
             is_first = np.ones(count, bool)
-        action, self.state = self._step(tf.constant(image), tf.constant(is_first), self.state,
+        action, self.state = self._step(inputs, tf.constant(is_first), self.state,
                                         self.prev_action, self.deterministic)
         self.prev_action = action
         return action.numpy()
@@ -94,15 +100,15 @@ class LatentPolicy:
 
 
 class BCPolicy:
-    """The pixel BC net on the last `bc.frame_stack` frames of each env."""
+    """The BC net on the last `bc.frame_stack` observations of each env."""
 
     def __init__(self, config: Any, act_dim: int, discrete: bool, checkpoint: str | None = None,
-                 deterministic: bool = False):
+                 deterministic: bool = False, shapes: dict[str, tuple[int, ...]] | None = None):
         from ditto_tf.agents.bc import BCNet  # bc.py pulls in the data modules
 
-        self.net = BCNet(config, act_dim, discrete, name="bc")
+        self.net = BCNet(config, act_dim, discrete, shapes, name="bc")
         self.discrete, self.deterministic = discrete, deterministic
-        self.frames: np.ndarray | None = None  # (N, k, H, W, C)
+        self.frames: dict[str, np.ndarray] | None = None  # key -> (N, k, ...)
         if checkpoint:
             self.load(checkpoint)
 
@@ -114,21 +120,34 @@ class BCPolicy:
         self.frames = None
 
     @tf.function
-    def _act(self, image: tf.Tensor, mode: bool) -> tf.Tensor:
-        dist = self.net.dist(image)
+    def _act(self, obs: dict[str, tf.Tensor], mode: bool) -> tf.Tensor:
+        dist = self.net.dist(obs)
         return dist_mode(dist, self.discrete) if mode else dist.sample()
 
     def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        image = np.asarray(obs["image"])
+        from ditto_tf.agents.bc import stack_vectors
+
+        current = {}
+        if self.net.cnn_keys:
+            current["image"] = np.asarray(obs["image"])
+        if self.net.mlp_keys:
+            current["vector"] = stack_vectors(obs, self.net.mlp_keys)
         is_first = np.asarray(obs["is_first"], bool)
-        k = self.net.frame_stack
-        if self.frames is None or len(self.frames) != len(image):
-            self.frames = np.repeat(image[:, None], k, 1)
+        count, k = len(is_first), self.net.frame_stack
+        if self.frames is None or len(next(iter(self.frames.values()))) != count:
+            self.frames = {key: np.repeat(x[:, None], k, 1) for key, x in current.items()}
         else:
-            self.frames = np.concatenate([self.frames[:, 1:], image[:, None]], 1)
-            self.frames[is_first] = image[is_first][:, None]  # new episode: repeat its first frame
-        stacked = np.moveaxis(self.frames, 1, -2).reshape(*image.shape[:3], -1)
-        return self._act(tf.constant(stacked), self.deterministic).numpy()
+            for key, x in current.items():
+                frames = np.concatenate([self.frames[key][:, 1:], x[:, None]], 1)
+                frames[is_first] = x[is_first][:, None]  # new episode: repeat its first step
+                self.frames[key] = frames
+        stacked = {}
+        if "image" in self.frames:  # (N, k, H, W, C) -> (N, H, W, k * C), oldest first
+            stacked["image"] = np.moveaxis(self.frames["image"], 1, -2).reshape(count, *current["image"].shape[1:3], -1)
+        if "vector" in self.frames:
+            stacked["vector"] = self.frames["vector"].reshape(count, -1)
+        return self._act({key: tf.constant(x) for key, x in stacked.items()},
+                         self.deterministic).numpy()
 
     def record_actions(self, actions: np.ndarray) -> None:
         """As `LatentPolicy.record_actions`; BC looks at frames only, so nothing to do."""
@@ -150,7 +169,8 @@ def load_policy(config: Any, logdir: str | pathlib.Path, agent: str,
             raise UserError(f"{logdir / agent / 'checkpoints'}: no {agent} checkpoint; train it first")
     act_dim, discrete = action_space(config)
     if agent == "bc":
-        return BCPolicy(config, act_dim, discrete, checkpoint, deterministic)
+        return BCPolicy(config, act_dim, discrete, checkpoint, deterministic,
+                        observation_shapes(config))
     if wm is None:
         from ditto_tf.agents.runner import world_model_checkpoint
         from ditto_tf.wm_training import load_world_model

@@ -37,6 +37,17 @@ def action_space(config: Any) -> tuple[int, bool]:
         env.close()
 
 
+def observation_shapes(config: Any) -> dict[str, tuple[int, ...]]:
+    """{observation key: shape} the task's env offers with this config (image and/or vector)."""
+    from ditto_tf.obs_keys import env_shapes
+
+    env = make_env(config, seed=config.seed)
+    try:
+        return env_shapes(env)
+    finally:
+        env.close()
+
+
 def world_model_checkpoint(logdir: pathlib.Path) -> str:
     """The newest world-model checkpoint in the logdir, or a one-line error."""
     directory = logdir / "world_model" / "checkpoints"

@@ -12,7 +12,8 @@ Writes, under `DIR/data/`:
                          (frames, with the reset frame), steps (env steps = length - 1)
     summary.json         per-set return mean +- std; `expert` is the normaliser of every result
 
-Each episode is a full game to the env's real end (Atari: game over, unclipped score). The
+Episodes hold the observation keys the config reads (`obs_keys`: image and/or vector); with
+no cnn key matching `image`, frames are not even rendered. Each episode is a full game to the env's real end (Atari: game over, unclipped score). The
 expert acts on its own observation pipeline (`expert.act(env)` reads `env.native_obs`); we
 record the env's pixel frames. Episode i of a set is seeded from (config.seed, set, i), so a
 second run tops every set up to the requested count without redoing or duplicating episodes;
@@ -33,7 +34,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import tqdm
 
-from ditto_tf import envs
+from ditto_tf import envs, obs_keys
 from ditto_tf.data import episodes
 from ditto_tf.errors import UserError
 from ditto_tf.files import atomic_write_text
@@ -146,8 +147,12 @@ def build_policies(config: Any, env: envs.Env) -> dict[str, tuple[str, Policy, A
 
 
 def rollout(env: envs.Env, policy: Policy, seed: int, expert: Any = None,
-            on_step: Callable[[], None] | None = None) -> dict[str, np.ndarray]:
-    """One full episode in DreamerV2 layout (action[t] led to image[t], zeros at t=0)."""
+            on_step: Callable[[], None] | None = None,
+            keys: Any = None) -> dict[str, np.ndarray]:
+    """One full episode in DreamerV2 layout (action[t] led to image[t], zeros at t=0).
+
+    `keys`: the observation keys to keep (None: all the env offers).
+    """
     rng = np.random.default_rng(seed)
     obs = env.reset(seed=seed)
     if expert is not None:
@@ -161,7 +166,8 @@ def rollout(env: envs.Env, policy: Policy, seed: int, expert: Any = None,
         actions.append(env.action_vector(action))
         if on_step is not None:
             on_step()
-    episode = {key: np.stack([s[key] for s in steps]) for key in steps[0]}
+    drop = set() if keys is None else set(obs_keys.OBS_KEYS) - set(keys)
+    episode = {key: np.stack([s[key] for s in steps]) for key in steps[0] if key not in drop}
     episode["action"] = np.stack(actions)
     return episode
 
@@ -182,9 +188,19 @@ def _image_header(path: pathlib.Path) -> tuple[tuple[int, ...], np.dtype] | None
         return None
 
 
-def _check_existing(paths: list[pathlib.Path], env: envs.Env) -> None:
-    """Refuse to top up a set recorded with other image settings (size, grayscale)."""
+def _check_existing(paths: list[pathlib.Path], env: envs.Env, keys: list[str]) -> None:
+    """Refuse to top up a set recorded with other observation keys or image settings."""
     if not paths:
+        return
+    try:
+        with zipfile.ZipFile(paths[-1]) as archive:
+            held = sorted(n[:-4] for n in archive.namelist() if n[:-4] in obs_keys.OBS_KEYS)
+    except (OSError, zipfile.BadZipFile):
+        held = keys  # a damaged file is reported by the episode checks, not here
+    if held != keys:
+        raise UserError(f"{paths[-1]}: holds observation keys {held} but the config's "
+                        f"world_model cnn_keys / mlp_keys need {keys}; use another --logdir")
+    if "image" not in keys:
         return
     header = _image_header(paths[-1])
     expected = env.obs_space["image"].shape
@@ -316,12 +332,13 @@ def run(config: Any, logdir: str | pathlib.Path) -> dict[str, Any]:
     # Everything that can fail on bad input (env id, expert folder/zip/hub, action spaces)
     # happens here, before the first file is written.
     env = envs.make_env(config, seed=int(config.seed))
+    keys = obs_keys.select(config, obs_keys.env_shapes(env)).stored
     policies = build_policies(config, env)
     root = data_dir(logdir)
     existing = {name: episodes.list_episodes(set_dir(logdir, name), skip_corrupt=False)
                 for name in SETS}
     for paths in existing.values():
-        _check_existing(paths, env)
+        _check_existing(paths, env, keys)
 
     with _exclusive(root):
         manifest = Manifest(logdir, config)
@@ -331,7 +348,7 @@ def run(config: Any, logdir: str | pathlib.Path) -> dict[str, Any]:
         _remove_stale_temps(root)
         manifest.write()
         for name, count in counts.items():
-            _collect_set(config, logdir, env, name, count, policies[name], manifest)
+            _collect_set(config, logdir, env, name, count, policies[name], manifest, keys)
         summary = manifest.write()
     env.close()
     expert = summary["expert"]
@@ -347,7 +364,7 @@ def run(config: Any, logdir: str | pathlib.Path) -> dict[str, Any]:
 
 
 def _collect_set(config: Any, logdir: str | pathlib.Path, env: envs.Env, name: str, count: int,
-                 entry: tuple[str, Policy, Any], manifest: Manifest) -> None:
+                 entry: tuple[str, Policy, Any], manifest: Manifest, keys: list[str]) -> None:
     """Record the episodes of set `name` whose index in [0, count) has no file yet."""
     directory = set_dir(logdir, name)
     done = {episodes.parse_name(p)[0] for p in episodes.list_episodes(directory)}
@@ -374,7 +391,7 @@ def _collect_set(config: Any, logdir: str | pathlib.Path, env: envs.Env, name: s
     try:
         for index in missing:
             seed = episode_seed(config.seed, name, index)
-            episode = rollout(env, policy, seed, expert, on_step)
+            episode = rollout(env, policy, seed, expert, on_step, keys)
             steps += 1  # the reset frame
             path = episodes.save_episode(directory, episode, index)
             ret = float(np.sum(episode["reward"], dtype=np.float64))

@@ -1,13 +1,14 @@
 """Episode files: one compressed `.npz` per episode with DreamerV2 keys.
 
-    image        (T, H, W, C) uint8
+    image        (T, H, W, C) uint8   (when the world model or BC reads images)
+    vector       (T, D) float32       (when it reads the env's 1-D state; see `obs_keys`)
     action       (T, A) float32   one-hot for discrete spaces; action[t] led to image[t], 0 at t=0
     reward       (T,) float32     reward[t] came with image[t], 0 at t=0
     is_first     (T,) bool        True at t=0
     is_last      (T,) bool        True at t=T-1 (the file holds a whole episode)
     is_terminal  (T,) bool        True where the env really ended (not a time limit)
 
-Extra keys are kept. Files are named `<index:06d>-<length>.npz`: names sort by index, and the
+At least one of image / vector is present. Extra keys are kept. Files are named `<index:06d>-<length>.npz`: names sort by index, and the
 length is known without opening the file; the return (`episode_info`) reads only the small
 `reward` member. Files appear atomically; a damaged file is reported in one line naming it.
 """
@@ -29,16 +30,19 @@ from ditto_tf.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-KEYS = ("image", "action", "reward", "is_first", "is_last", "is_terminal")
+FLAG_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")  # every episode has these
+OBS_KEYS = ("image", "vector")  # observation keys: an episode holds one or both
+KEYS = ("image", *FLAG_KEYS)  # a pixel episode
 DTYPES = {
     "image": np.uint8,
+    "vector": np.float32,
     "action": np.float32,
     "reward": np.float32,
     "is_first": np.bool_,
     "is_last": np.bool_,
     "is_terminal": np.bool_,
 }
-RANKS = {"image": 4, "action": 2, "reward": 1, "is_first": 1, "is_last": 1, "is_terminal": 1}
+RANKS = {"image": 4, "vector": 2, "action": 2, "reward": 1, "is_first": 1, "is_last": 1, "is_terminal": 1}
 # `<stem>-<length>.npz`; our stems are zero-padded indices, DreamerV2's are `<time>-<uuid>`.
 NAME = re.compile(r"^(?P<stem>[^.].*)-(?P<length>\d+)\.npz$")
 # Errors numpy / zipfile / zlib raise for a damaged archive or member.
@@ -71,10 +75,13 @@ def parse_name(path: str | os.PathLike) -> tuple[int | None, int]:
 
 def check_episode(episode: Mapping[str, np.ndarray], where: str) -> int:
     """Validate keys, dtypes, ranks, lengths and flags; return the length T."""
-    missing = [k for k in KEYS if k not in episode]
+    missing = [k for k in FLAG_KEYS if k not in episode]
     if missing:
         raise UserError(f"{where}: missing key(s) {missing}; has {sorted(episode)}")
-    for key in KEYS:
+    present = [k for k in OBS_KEYS if k in episode]
+    if not present:
+        raise UserError(f"{where}: no observation key (image or vector); has {sorted(episode)}")
+    for key in (*present, *FLAG_KEYS):
         value = episode[key]
         if value.dtype != DTYPES[key]:
             expected = np.dtype(DTYPES[key]).name
@@ -84,15 +91,16 @@ def check_episode(episode: Mapping[str, np.ndarray], where: str) -> int:
                 f"{where}: key {key!r} has shape {value.shape}, expected rank {RANKS[key]}"
             )
     lengths = {key: len(episode[key]) for key in episode if np.ndim(episode[key]) >= 1}
-    length = lengths["image"]
+    first = present[0]
+    length = lengths[first]
     if length < 1:
         raise UserError(f"{where}: empty episode (0 steps)")
     wrong = {k: n for k, n in lengths.items() if n != length}
     if wrong:
-        raise UserError(f"{where}: inconsistent lengths: image has {length} steps but {wrong}")
-    if min(episode["image"].shape[1:]) < 1 or episode["action"].shape[1] < 1:
+        raise UserError(f"{where}: inconsistent lengths: {first} has {length} steps but {wrong}")
+    if min(episode[first].shape[1:]) < 1 or episode["action"].shape[1] < 1:
         raise UserError(
-            f"{where}: empty image or action shape {episode['image'].shape} {episode['action'].shape}"
+            f"{where}: empty {first} or action shape {episode[first].shape} {episode['action'].shape}"
         )
     if not episode["is_first"][0]:
         raise UserError(f"{where}: is_first[0] must be True")
@@ -113,7 +121,7 @@ def save_episode(directory: str | os.PathLike, episode: Mapping[str, Any], index
     """
     directory = pathlib.Path(directory)
     data = {key: np.asarray(value) for key, value in episode.items()}
-    for key in ("action", "reward", "is_first", "is_last", "is_terminal"):
+    for key in ("vector", *FLAG_KEYS):
         if key in data and data[key].dtype != DTYPES[key] and data[key].dtype.kind in "biuf":
             data[key] = data[key].astype(DTYPES[key])  # other kinds are left for the checks
     for key, value in data.items():
@@ -187,9 +195,12 @@ def _sort_key(path: pathlib.Path) -> tuple[int, int, str]:
 def _quick_check(path: pathlib.Path) -> None:
     """Cheap check that catches truncated files and missing keys without decompressing images."""
     with _open(path) as npz:
-        missing = [k for k in KEYS if k not in npz.files]
+        names = {f[:-4] if f.endswith(".npy") else f for f in npz.files}
+        missing = [k for k in FLAG_KEYS if k not in names]
         if missing:
-            raise UserError(f"{path}: missing key(s) {missing}; has {sorted(npz.files)}")
+            raise UserError(f"{path}: missing key(s) {missing}; has {sorted(names)}")
+        if not any(k in names for k in OBS_KEYS):
+            raise UserError(f"{path}: no observation key (image or vector); has {sorted(names)}")
 
 
 def list_episodes(

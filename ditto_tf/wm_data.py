@@ -1,0 +1,117 @@
+"""What the world model reads from the data: observation shapes, the model spec, vector statistics.
+
+    shapes, keys = data_shapes(config, dirs)        # {image: (64, 64, 1), vector: (4,)}, [vector]
+    stats = vector_statistics(dirs, ['vector'])     # {vector: (mean (D,), std (D,))}
+    save_spec(LOGDIR / 'world_model', action_size, shapes)   # model.json
+    shapes = model_shapes(config, logdir)           # what load_world_model builds
+
+`model.json` holds `action_size`, `image_shape` (for tools that read only images) and
+`obs_shapes`; a spec without `obs_shapes` (older logdirs, the DreamerV2 import) is an image model.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import zipfile
+from typing import Any, Sequence
+
+import numpy as np
+
+from ditto_tf import obs_keys
+from ditto_tf.data.episodes import OBS_KEYS, list_episodes
+from ditto_tf.errors import UserError
+from ditto_tf.files import atomic_write_text
+
+# Floor of the per-dimension standard deviation: a dimension that barely varies in the data
+# (e.g. LunarLander's leg contacts in some datasets) must not be blown up by 1 / std.
+MIN_STD = 1e-2
+
+
+def _member_shape(archive: zipfile.ZipFile, key: str) -> tuple[int, ...]:
+    """Shape of member `key` of an episode archive, from its .npy header (no decompression)."""
+    with archive.open(f"{key}.npy") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        return tuple(read(f)[0])
+
+
+def episode_shapes(path: pathlib.Path) -> dict[str, tuple[int, ...]]:
+    """{observation key: per-step shape} of one episode file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = {n[:-4] for n in archive.namelist()}
+            return {k: _member_shape(archive, k)[1:] for k in OBS_KEYS if k in names}
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise UserError(f"{path}: unreadable episode file ({type(e).__name__})") from None
+
+
+def data_shapes(config: Any, dirs: Sequence[pathlib.Path]) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """(observation shapes of the data, the keys the config's world model reads from it)."""
+    paths = list_episodes(dirs[0], skip_corrupt=config.data.skip_corrupt)
+    if not paths:
+        raise UserError(f"{dirs[0]}: no episodes; run `--phase collect` first")
+    shapes = episode_shapes(paths[0])
+    try:
+        keys = obs_keys.select(config, shapes)
+    except UserError as e:
+        raise UserError(f"{paths[0]}: {e}") from None
+    return {k: shapes[k] for k in keys.stored}, keys.stored
+
+
+def save_spec(directory: pathlib.Path, action_size: int, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Write `model.json` (atomically, only when it changes)."""
+    spec: dict[str, Any] = {"action_size": int(action_size)}
+    if "image" in shapes:
+        spec["image_shape"] = [int(s) for s in shapes["image"]]
+    spec["obs_shapes"] = {k: [int(s) for s in v] for k, v in shapes.items()}
+    path = directory / "model.json"
+    if not path.exists() or json.loads(path.read_text()) != spec:
+        atomic_write_text(path, json.dumps(spec) + "\n")
+
+
+def model_shapes(config: Any, logdir: pathlib.Path) -> dict[str, tuple[int, ...]] | None:
+    """The observation shapes the logdir's world model was trained on (None: an image model
+    of the config's env.size, as the DreamerV2 import writes it)."""
+    path = pathlib.Path(logdir) / "world_model" / "model.json"
+    try:
+        spec = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    shapes = spec.get("obs_shapes")
+    return {k: tuple(int(s) for s in v) for k, v in shapes.items()} if shapes else None
+
+
+def vector_statistics(dirs: Sequence[pathlib.Path], keys: Sequence[str],
+                      skip_corrupt: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{key: (mean, std)} per dimension over every step of every episode in `dirs`.
+
+    Reads only the `keys` members (small: a CartPole state is 4 floats a step). A non-finite
+    value is a one-line error naming the file.
+    """
+    sums = {k: 0.0 for k in keys}
+    squares = {k: 0.0 for k in keys}
+    count = 0
+    for directory in dirs:
+        for path in list_episodes(directory, skip_corrupt=skip_corrupt):
+            with np.load(path) as npz:
+                for key in keys:
+                    if key not in npz.files:
+                        raise UserError(f"{path}: has no {key!r}; the config's world_model "
+                                        "mlp_keys need it: collect into another --logdir")
+                    value = npz[key].astype(np.float64)
+                    if not np.all(np.isfinite(value)):
+                        raise UserError(f"{path}: key {key!r} holds NaN or inf")
+                    sums[key] = sums[key] + value.sum(0)
+                    squares[key] = squares[key] + np.square(value).sum(0)
+                count += len(value)
+    if not count:
+        raise UserError(f"{dirs[0]}: no episodes; run `--phase collect` first")
+    out = {}
+    for key in keys:
+        mean = sums[key] / count
+        std = np.sqrt(np.maximum(squares[key] / count - np.square(mean), 0.0))
+        out[key] = (mean.astype(np.float32), np.maximum(std, MIN_STD).astype(np.float32))
+    return out
