@@ -66,7 +66,8 @@ def format_seconds(seconds: float) -> str:
 HEADLINES = (
     ("image_loss", "image loss"), ("vector_loss", "vector loss"), ("kl_loss", "KL loss"),
     ("openl_mse", "open-loop MSE"), ("openl_vector_mse", "open-loop MSE (vector)"),
-    ("action_accuracy", "held-out action accuracy"), ("latent_distance", "L_d"),
+    ("action_accuracy", "held-out action accuracy"), ("action_error", "held-out action error"),
+    ("latent_distance", "L_d"),
     ("reward_mean", "imagined reward"),
 )
 
