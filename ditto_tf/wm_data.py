@@ -5,8 +5,9 @@
     save_spec(LOGDIR / 'world_model', action_size, shapes)   # model.json
     shapes = model_shapes(config, logdir)           # what load_world_model builds
 
-`model.json` holds `action_size`, `image_shape` (for tools that read only images) and
-`obs_shapes`; a spec without `obs_shapes` (older logdirs, the DreamerV2 import) is an image model.
+`model.json` holds `action_size`, `image_shape` (for tools that read only images) and, unless the
+model reads images only, `obs_shapes`; a spec without `obs_shapes` (image models, the DreamerV2
+import) is an image model.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def save_spec(directory: pathlib.Path, action_size: int, shapes: dict[str, tuple
     spec: dict[str, Any] = {"action_size": int(action_size)}
     if "image" in shapes:
         spec["image_shape"] = [int(s) for s in shapes["image"]]
-    spec["obs_shapes"] = {k: [int(s) for s in v] for k, v in shapes.items()}
+    if set(shapes) != {"image"}:  # an image model's spec stays as before (and as the import writes)
+        spec["obs_shapes"] = {k: [int(s) for s in v] for k, v in shapes.items()}
     path = directory / "model.json"
     if not path.exists() or json.loads(path.read_text()) != spec:
         atomic_write_text(path, json.dumps(spec) + "\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pathlib
 from typing import Any, Callable
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -224,6 +225,7 @@ def test_vector_world_model_shapes_loss_and_standardisation(vector_config: Confi
     standardised vectors computed by hand, statistics saved with the model, and the loss falls."""
     from ditto_tf.wm_data import vector_statistics
 
+    keras.utils.set_random_seed(0)
     episodes = load_episodes(vector_dir)
     assert "image" not in episodes[0] and episodes[0]["vector"].shape[1:] == (4,)
     model = WorldModel(vector_config, action_size=2, shapes={"vector": (4,)})
@@ -255,7 +257,8 @@ def test_vector_world_model_shapes_loss_and_standardisation(vector_config: Confi
 
     trainer = WorldModelTrainer(model, vector_config)
     losses = [float(trainer.train(batch)["vector_loss"]) for _ in range(60)]
-    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 1.0, losses[::10]
+    floor = 4 * 0.5 * np.log(2 * np.pi)  # the NLL of a perfect mean: the squared error falls
+    assert np.mean(losses[-5:]) - floor < 0.6 * (np.mean(losses[:5]) - floor), losses[::10]
 
     Checkpointer(tmp_path, model=model, optimizer=trainer.optimizer).save(1)
     other = WorldModel(vector_config, action_size=2, shapes={"vector": (4,)})
