@@ -84,7 +84,7 @@ class Sizes:
     gru_norm: bool = True
 
     @classmethod
-    def from_config(cls, config: Any, actions: int) -> "Sizes":
+    def from_config(cls, config: Config, actions: int) -> "Sizes":
         wm = config.world_model
         height, width = config.env.size
         return cls(
@@ -321,7 +321,7 @@ def checkpoint_dir(logdir: str | pathlib.Path) -> pathlib.Path:
     return pathlib.Path(logdir) / "world_model" / "checkpoints"
 
 
-def import_checkpoint(pkl: str | pathlib.Path, config: Any, out: str | pathlib.Path,
+def import_checkpoint(pkl: str | pathlib.Path, config: Config, out: str | pathlib.Path,
                       actions: int | None = None, step: int | None = None) -> dict[str, Any]:
     """Import DreamerV2's `pkl` into a ditto_tf world model of `config`; save it under `out`.
 
@@ -363,7 +363,7 @@ def import_checkpoint(pkl: str | pathlib.Path, config: Any, out: str | pathlib.P
                 loaded=count, parameters=params, discount_head=match.discount, step=step)
 
 
-def world_model_checkpointer(model: Any, config: Any, directory: str | pathlib.Path) -> Any:
+def world_model_checkpointer(model: Any, config: Config, directory: str | pathlib.Path) -> Any:
     """A Checkpointer laid out as the world-model phase's (wm_training.run): `model` and a fresh
     `optimizer`, so that `--phase world_model` restores it (and fine-tunes it if its step is
     below world_model.steps) and the agent phases load it with `load_world_model`."""
@@ -374,7 +374,7 @@ def world_model_checkpointer(model: Any, config: Any, directory: str | pathlib.P
     return Checkpointer(directory, int(config.keep_checkpoints), model=model, optimizer=optimizer)
 
 
-def load_world_model(config: Any, directory: str | pathlib.Path, actions: int) -> Any:
+def load_world_model(config: Config, directory: str | pathlib.Path, actions: int) -> Any:
     """A ditto_tf WorldModel restored from a checkpoint dir (or a logdir holding one)."""
     import tensorflow as tf
 
@@ -398,7 +398,7 @@ def load_world_model(config: Any, directory: str | pathlib.Path, actions: int) -
     return model
 
 
-def write_model_spec(logdir: str | pathlib.Path, actions: int, config: Any) -> None:
+def write_model_spec(logdir: str | pathlib.Path, actions: int, config: Config) -> None:
     """LOGDIR/world_model/model.json as the world-model phase writes it (action count and image
     shape), which the agent phases read to rebuild the model."""
     import json
@@ -415,7 +415,7 @@ def write_model_spec(logdir: str | pathlib.Path, actions: int, config: Any) -> N
 
 
 def _config(names: Sequence[str], overrides: Sequence[str]) -> Any:
-    from ditto_tf.config import load_config
+    from ditto_tf.config import Config, load_config
 
     return load_config(list(names), list(overrides))
 

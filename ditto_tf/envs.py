@@ -27,6 +27,7 @@ import cv2
 import gymnasium as gym
 import numpy as np
 
+from ditto_tf.config import Config
 from ditto_tf.errors import UserError
 
 Obs = dict[str, Any]
@@ -354,7 +355,7 @@ def parse_task(task: str) -> tuple[str, str]:
                     "(e.g. gym_CartPole-v1)")
 
 
-def make_env(config: Any, seed: int = 0) -> Env:
+def make_env(config: Config, seed: int = 0) -> Env:
     """Build the env for `config.task` with the `config.env` settings, seeded with `seed`."""
     suite, name = parse_task(config.task)
     env_cfg = config.env
@@ -383,7 +384,7 @@ class VecEnv:
         self._last: list[Obs | None] = [None] * len(self.envs)
 
     @classmethod
-    def make(cls, config: Any, count: int, seed: int = 0) -> "VecEnv":
+    def make(cls, config: Config, count: int, seed: int = 0) -> "VecEnv":
         """`count` envs seeded seed, seed + 1, ..."""
         return cls([make_env(config, seed + i) for i in range(count)])
 

@@ -26,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from ditto_tf import zoo
+from ditto_tf.config import Config
 from ditto_tf.errors import UserError
 
 SOURCES = ("hub", "folder", "train", "random")
@@ -261,7 +262,7 @@ def load_run(run: pathlib.Path, algo: str, env_id: str, deterministic: bool, lab
     return ZooExpert(model, pipeline, deterministic, label, info)
 
 
-def expert_label(config: Any, algo: str | None = None) -> str:
+def expert_label(config: Config, algo: str | None = None) -> str:
     """A one-line description for manifests, e.g. `ppo:CartPole-v1 (folder ../shared/zoo)`."""
     cfg = config.expert
     algo = algo or cfg.algo
@@ -273,7 +274,7 @@ def expert_label(config: Any, algo: str | None = None) -> str:
     return f"{algo}:{cfg.env_id} ({where.get(cfg.source, cfg.source)})"
 
 
-def load_expert(config: Any, algo: str | None = None, env: Any = None) -> Expert:
+def load_expert(config: Config, algo: str | None = None, env: Any = None) -> Expert:
     """The expert for `config.expert` (`algo` overrides `expert.algo`, e.g. 'a2c' for wm data).
 
     Checks it against `env` (or a fresh `envs.make_env(config)`), so that a mismatched action

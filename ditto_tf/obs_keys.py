@@ -17,12 +17,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from ditto_tf.config import Config
 from ditto_tf.errors import UserError
 
 OBS_KEYS = ("image", "vector")  # observation keys the envs can offer (rank 3 and rank 1)
 
 
-def _regex(config: Any, part: str, kind: str) -> re.Pattern:
+def _regex(config: Config, part: str, kind: str) -> re.Pattern:
     key = f"world_model.{part}.{kind}_keys"
     pattern = config[key]
     try:
@@ -31,12 +32,12 @@ def _regex(config: Any, part: str, kind: str) -> re.Pattern:
         raise UserError(f"{key}: {pattern!r} is not a regular expression ({e})") from None
 
 
-def _match(config: Any, part: str, kind: str, shapes: Mapping[str, Sequence[int]]) -> list[str]:
+def _match(config: Config, part: str, kind: str, shapes: Mapping[str, Sequence[int]]) -> list[str]:
     regex, rank = _regex(config, part, kind), 3 if kind == "cnn" else 1
     return sorted(k for k, s in shapes.items() if k in OBS_KEYS and len(s) == rank and regex.match(k))
 
 
-def needs_image(config: Any) -> bool:
+def needs_image(config: Config) -> bool:
     """True when an encoder or decoder cnn regex matches `image` (then envs render frames)."""
     return any(_regex(config, part, "cnn").match("image") for part in ("encoder", "decoder"))
 
@@ -61,7 +62,7 @@ class Keys:
         return sorted({*self.encoder_mlp, *self.decoder_mlp})
 
 
-def select(config: Any, shapes: Mapping[str, Sequence[int]]) -> Keys:
+def select(config: Config, shapes: Mapping[str, Sequence[int]]) -> Keys:
     """The keys of `shapes` (observation key -> shape) selected by the config's regexes.
 
     A UserError names the keys when the encoder reads nothing or the decoder reconstructs nothing.

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
+from ditto_tf.config import Config
 from ditto_tf.data.episodes import list_episodes, load_episode
 from ditto_tf.errors import UserError
 from ditto_tf.rundir import resolve_path
@@ -150,7 +151,7 @@ def table(results: dict[str, dict[str, float]], windows_count: int, context: int
     return "\n".join(lines) + "\n"
 
 
-def run(config: Any, models: Sequence[str], episodes: str | pathlib.Path,
+def run(config: Config, models: Sequence[str], episodes: str | pathlib.Path,
         out: str | pathlib.Path, max_episodes: int = 10, actions: int | None = None) -> str:
     """Compare `models` (checkpoint dirs or logdirs, optionally NAME=PATH) on `episodes`;
     writes the report into `out` and returns the markdown table."""

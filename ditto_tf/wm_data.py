@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ditto_tf import obs_keys
+from ditto_tf.config import Config
 from ditto_tf.data.episodes import OBS_KEYS, list_episodes
 from ditto_tf.errors import UserError
 from ditto_tf.files import atomic_write_text
@@ -47,7 +48,7 @@ def episode_shapes(path: pathlib.Path) -> dict[str, tuple[int, ...]]:
         raise UserError(f"{path}: unreadable episode file ({type(e).__name__})") from None
 
 
-def data_shapes(config: Any, dirs: Sequence[pathlib.Path]) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+def data_shapes(config: Config, dirs: Sequence[pathlib.Path]) -> tuple[dict[str, tuple[int, ...]], list[str]]:
     """(observation shapes of the data, the keys the config's world model reads from it)."""
     paths = list_episodes(dirs[0], skip_corrupt=config.data.skip_corrupt)
     if not paths:
@@ -72,7 +73,7 @@ def save_spec(directory: pathlib.Path, action_size: int, shapes: dict[str, tuple
         atomic_write_text(path, json.dumps(spec) + "\n")
 
 
-def model_shapes(config: Any, logdir: pathlib.Path) -> dict[str, tuple[int, ...]] | None:
+def model_shapes(config: Config, logdir: pathlib.Path) -> dict[str, tuple[int, ...]] | None:
     """The observation shapes the logdir's world model was trained on (None: an image model
     of the config's env.size, as the DreamerV2 import writes it)."""
     path = pathlib.Path(logdir) / "world_model" / "model.json"

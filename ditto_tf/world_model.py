@@ -21,13 +21,14 @@ import keras
 import tensorflow as tf
 
 from ditto_tf import dists, nets, obs_keys
+from ditto_tf.config import Config
 from ditto_tf.errors import UserError
 
 State = dict[str, tf.Tensor]
 PolicyFn = Callable[[tf.Tensor], tf.Tensor]
 
 
-def precision_policy(config: Any) -> str:
+def precision_policy(config: Config) -> str:
     """The Keras dtype policy for `config.precision` (auto: mixed_float16 on GPU, else float32)."""
     precision = config.precision
     if precision == "auto":
@@ -39,7 +40,7 @@ def precision_policy(config: Any) -> str:
     raise UserError(f"precision: {precision!r} is not one of auto, float32, mixed")
 
 
-def image_shape(config: Any) -> tuple[int, int, int]:
+def image_shape(config: Config) -> tuple[int, int, int]:
     """(H, W, C) of the images the world model sees, from `config.env`."""
     height, width = config.env.size
     return int(height), int(width), 1 if config.env.grayscale else 3
@@ -192,7 +193,7 @@ class WorldModel(keras.Model):
     can be restored right away. Precision comes from `config.precision` via `precision_policy`.
     """
 
-    def __init__(self, config: Any, action_size: int,
+    def __init__(self, config: Config, action_size: int,
                  shapes: Mapping[str, Any] | None = None, **kwargs):
         kwargs.setdefault("dtype", precision_policy(config))
         super().__init__(**kwargs)
@@ -366,7 +367,7 @@ class WorldModelTrainer:
     gradient is None) and `apply()` unscales, skips non-finite steps and clips.
     """
 
-    def __init__(self, model: WorldModel, config: Any):
+    def __init__(self, model: WorldModel, config: Config):
         wm = config.world_model
         self.model, self.weight_decay = model, wm.weight_decay
         self.mixed = model.dtype_policy.name == "mixed_float16"

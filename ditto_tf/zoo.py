@@ -28,6 +28,7 @@ from typing import Any
 import gymnasium as gym
 import yaml
 
+from ditto_tf.config import Config
 from ditto_tf.errors import UserError
 
 FOLDER_HINT = "use a local zoo folder instead: --expert.source folder --expert.folder PATH"
@@ -251,14 +252,14 @@ def zoo_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
                     "(source train needs them)")
 
 
-def train_steps(config: Any, algo: str | None = None) -> int:
+def train_steps(config: Config, algo: str | None = None) -> int:
     """The step budget of `expert.source train`: `expert.train_steps`, or the zoo's n_timesteps."""
     steps = int(config.expert.train_steps)
     return steps if steps > 0 else int(zoo_hyperparams(algo or config.expert.algo,
                                                       config.expert.env_id)["n_timesteps"])
 
 
-def train(config: Any, algo: str) -> tuple[pathlib.Path, str]:
+def train(config: Config, algo: str) -> tuple[pathlib.Path, str]:
     """Train with rl-zoo3's ExperimentManager and the zoo's hyperparameters; resumable.
 
     Output: `<expert.cache>/trained/<steps>steps_seed<seed>/<algo>/<EnvId>_1` (zoo layout),

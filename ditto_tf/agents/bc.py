@@ -21,6 +21,7 @@ import tensorflow as tf
 from ditto_tf.agents.actor_critic import Optimizer, action_dist, dist_mode
 from ditto_tf import obs_keys
 from ditto_tf.agents.runner import action_space, already_trained, train_loop
+from ditto_tf.config import Config
 from ditto_tf.data.episodes import load_episodes
 from ditto_tf.errors import UserError
 from ditto_tf.nets import MLP, ConvEncoder, Standardize
@@ -30,7 +31,7 @@ from ditto_tf.world_model import image_shape, precision_policy
 VAL_LIMIT = 2048  # held-out (frame, action) pairs scored at each validation
 
 
-def bc_keys(config: Any, shapes: dict[str, tuple[int, ...]]) -> obs_keys.Keys:
+def bc_keys(config: Config, shapes: dict[str, tuple[int, ...]]) -> obs_keys.Keys:
     """The observation keys BC reads: the world-model encoder's (so BC and the latent agents
     see the same observations)."""
     return obs_keys.select(config, shapes)
@@ -40,7 +41,7 @@ class BCNet(keras.Model):
     """Stacked observations {image (..., H, W, C * k) uint8, vector (..., D * k)} -> action
     distribution parameters. `shapes`: the env's observation shapes (default: the image)."""
 
-    def __init__(self, config: Any, act_dim: int, discrete: bool,
+    def __init__(self, config: Config, act_dim: int, discrete: bool,
                  shapes: dict[str, tuple[int, ...]] | None = None, **kwargs):
         kwargs.setdefault("dtype", precision_policy(config))
         super().__init__(**kwargs)
@@ -137,7 +138,7 @@ class FrameData:
         return obs, self.action[index]
 
 
-def _load(config: Any, logdir: pathlib.Path, split: str
+def _load(config: Config, logdir: pathlib.Path, split: str
           ) -> tuple[list[dict[str, np.ndarray]], dict[str, tuple[int, ...]]]:
     """The expert episodes of `split` and their observation shapes."""
     directory = logdir / "data" / "expert" / split
@@ -157,7 +158,7 @@ def _load(config: Any, logdir: pathlib.Path, split: str
 class BC:
     """The BC net, its optimizer and the compiled update / validation."""
 
-    def __init__(self, config: Any, act_dim: int, discrete: bool,
+    def __init__(self, config: Config, act_dim: int, discrete: bool,
                  shapes: dict[str, tuple[int, ...]] | None = None):
         self.config, self.discrete = config, discrete
         self.net = BCNet(config, act_dim, discrete, shapes, name="bc")
@@ -195,7 +196,7 @@ class BC:
         return {"expert_log_prob": tf.reduce_mean(dist.log_prob(action)), **self._score(dist, action)}
 
 
-def run(config: Any, logdir: pathlib.Path) -> None:
+def run(config: Config, logdir: pathlib.Path) -> None:
     """`--phase bc`: BC on the expert train episodes in the logdir."""
     if already_trained(logdir, "bc", config.bc.steps):
         return

@@ -21,12 +21,13 @@ from ditto_tf.agents.actor_critic import Optimizer, action_dist, dist_mode, make
 from ditto_tf.agents.latents import to_state
 from ditto_tf.agents.runner import (LatentSetup, already_trained, prepare_latent, train_loop,
                                     validation_windows)
+from ditto_tf.config import Config
 
 
 class DBC:
     """The actor and its maximum-likelihood update with entropy bonus eta_BC."""
 
-    def __init__(self, config: Any, setup: LatentSetup):
+    def __init__(self, config: Config, setup: LatentSetup):
         self.config, self.setup = config, setup
         self.actor = make_actor(config, setup.act_dim, setup.discrete)
         self.actor(tf.zeros([1, setup.wm.rssm.feat_size]))
@@ -59,7 +60,7 @@ class DBC:
         return metrics
 
 
-def run(config: Any, logdir: pathlib.Path) -> None:
+def run(config: Config, logdir: pathlib.Path) -> None:
     """`--phase dbc`: D-BC on the expert latents in the logdir."""
     if already_trained(logdir, "dbc", config.dbc.steps):
         return

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from ditto_tf.agents.actor_critic import action_dist, dist_mode, make_actor
 from ditto_tf.agents.runner import action_space, observation_shapes
+from ditto_tf.config import Config
 from ditto_tf.errors import UserError
 
 LATENT_AGENTS = ("ditto", "dgail", "dbc")
@@ -44,7 +45,7 @@ def _restore(path: str, **objects: Any) -> None:
 class LatentPolicy:
     """Encoder + RSSM posterior filter + actor; keeps one filter state per env."""
 
-    def __init__(self, config: Any, wm: Any, act_dim: int, discrete: bool,
+    def __init__(self, config: Config, wm: Any, act_dim: int, discrete: bool,
                  checkpoint: str | None = None, deterministic: bool = False):
         self.wm, self.act_dim, self.discrete = wm, act_dim, discrete
         self.deterministic = deterministic
@@ -102,7 +103,7 @@ class LatentPolicy:
 class BCPolicy:
     """The BC net on the last `bc.frame_stack` observations of each env."""
 
-    def __init__(self, config: Any, act_dim: int, discrete: bool, checkpoint: str | None = None,
+    def __init__(self, config: Config, act_dim: int, discrete: bool, checkpoint: str | None = None,
                  deterministic: bool = False, shapes: dict[str, tuple[int, ...]] | None = None):
         from ditto_tf.agents.bc import BCNet  # bc.py pulls in the data modules
 
@@ -153,7 +154,7 @@ class BCPolicy:
         """As `LatentPolicy.record_actions`; BC looks at frames only, so nothing to do."""
 
 
-def load_policy(config: Any, logdir: str | pathlib.Path, agent: str,
+def load_policy(config: Config, logdir: str | pathlib.Path, agent: str,
                 checkpoint: str | None = None, wm: Any = None,
                 deterministic: bool = False) -> LatentPolicy | BCPolicy:
     """The policy of `agent` in `logdir`, loaded from `checkpoint` (default: the newest one).

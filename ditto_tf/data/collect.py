@@ -35,6 +35,7 @@ import numpy as np
 import tqdm
 
 from ditto_tf import envs, obs_keys
+from ditto_tf.config import Config
 from ditto_tf.data import episodes
 from ditto_tf.errors import UserError
 from ditto_tf.files import atomic_write_text
@@ -97,7 +98,7 @@ def _reset_expert(expert: Any, seed: int) -> None:
         torch.manual_seed(seed)
 
 
-def build_policies(config: Any, env: envs.Env) -> dict[str, tuple[str, Policy, Any]]:
+def build_policies(config: Config, env: envs.Env) -> dict[str, tuple[str, Policy, Any]]:
     """{set name: (agent label, policy, expert or None)}.
 
     Loads every expert the sets need and checks it against `env` (action space, observations)
@@ -225,7 +226,7 @@ class Manifest:
     deterministic seed.
     """
 
-    def __init__(self, logdir: str | pathlib.Path, config: Any):
+    def __init__(self, logdir: str | pathlib.Path, config: Config):
         self.root = data_dir(logdir)
         self.path = self.root / "manifest.jsonl"
         self.config = config
@@ -319,7 +320,7 @@ def _remove_stale_temps(directory: pathlib.Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def run(config: Any, logdir: str | pathlib.Path) -> dict[str, Any]:
+def run(config: Config, logdir: str | pathlib.Path) -> dict[str, Any]:
     """Collect (or top up) every set, then print and return the summary."""
     counts = {"wm": int(config.data.wm_episodes), "expert_train": int(config.data.expert_train),
               "expert_val": int(config.data.expert_val)}
@@ -363,7 +364,7 @@ def run(config: Any, logdir: str | pathlib.Path) -> dict[str, Any]:
     return summary
 
 
-def _collect_set(config: Any, logdir: str | pathlib.Path, env: envs.Env, name: str, count: int,
+def _collect_set(config: Config, logdir: str | pathlib.Path, env: envs.Env, name: str, count: int,
                  entry: tuple[str, Policy, Any], manifest: Manifest, keys: list[str]) -> None:
     """Record the episodes of set `name` whose index in [0, count) has no file yet."""
     directory = set_dir(logdir, name)
