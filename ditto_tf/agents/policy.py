@@ -24,8 +24,7 @@ from ditto_tf.agents.actor_critic import action_dist, dist_mode, make_actor
 from ditto_tf.agents.runner import action_space, observation_shapes
 from ditto_tf.config import Config
 from ditto_tf.errors import UserError
-
-LATENT_AGENTS = ("ditto", "dgail", "dbc")
+from ditto_tf.runs import LATENT_AGENTS
 # World models loaded by `load_policy`, keyed by their checkpoint: evaluating the last 10 agent
 # checkpoints builds and restores the world model once, not 10 times.
 _WORLD_MODELS: dict[tuple[str, str], Any] = {}
