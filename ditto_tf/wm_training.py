@@ -3,7 +3,9 @@
     python train.py --configs cartpole small --logdir DIR --phase world_model
 
 Reads LOGDIR/data/wm (+ LOGDIR/data/expert/train if `world_model.train_on_expert`), writes
-LOGDIR/world_model/{checkpoints/, model.json, metrics.jsonl, TensorBoard events}. Checkpoints
+LOGDIR/world_model/{checkpoints/, model.json, metrics.jsonl, margin.json, TensorBoard events}.
+At the video interval it also logs DITTO's signal margin (`ditto_tf.margin`) as
+`eval/ditto_margin_*`. Checkpoints
 hold the model, the optimizer and the step; the data stream is a pure function of (seed, step),
 so the step is the whole sampler state and a killed run resumes where its last checkpoint was.
 """
@@ -28,6 +30,7 @@ from ditto_tf.data.episodes import load_episodes
 from ditto_tf.errors import UserError
 from ditto_tf.files import atomic_write_text
 from ditto_tf.logger import Logger
+from ditto_tf.margin import PhaseMargin
 from ditto_tf.world_model import WorldModel, WorldModelTrainer, image_shape, video_strip
 
 VIDEO_EPISODES = 6  # DreamerV2 shows 6 sequences side by side
@@ -132,6 +135,8 @@ def run(config: Any, logdir: str | pathlib.Path) -> int:
     dataset = iter(make_dataset(dirs, wm.batch, wm.length, config.seed, start_batch=step,
                                 skip_corrupt=config.data.skip_corrupt))
     videos = video_batch(config, logdir)
+    margin = PhaseMargin.create(config, logdir)
+    began = time.perf_counter()
     logger = Logger(outdir, resume_step=step)  # drops rows of updates redone after a kill
     sums: dict[str, float] = collections.defaultdict(float)
     count, last_time = 0, time.perf_counter()
@@ -163,6 +168,8 @@ def run(config: Any, logdir: str | pathlib.Path) -> int:
                 video, mse = openloop_report(model, videos, wm.openloop_context)
                 logger.video("openl_image", video)
                 logger.scalar("eval/openl_mse", mse)
+            if margin is not None and (step % wm.video_every == 0 or step == wm.steps):
+                logger.scalars(margin(model, step).scalars(), prefix="eval/")
             if step % config.checkpoint_every == 0 or step == wm.steps:
                 logger.write(step)
                 checkpointer.save(step)
@@ -171,4 +178,8 @@ def run(config: Any, logdir: str | pathlib.Path) -> int:
                 logger.write(step)
     finally:
         progress.close()
+    if margin is not None and margin.last is not None:
+        share = margin.seconds / max(time.perf_counter() - began, 1e-9)
+        print(f"world model: DITTO margin (expert / random actions - 1, H={margin.horizon}): "
+              f"{margin.last.summary()} [measured in {margin.seconds:.1f} s, {share:.1%} of the phase]")
     return step
