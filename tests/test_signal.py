@@ -139,11 +139,12 @@ def _weights(variables) -> list[np.ndarray]:
     return [v.numpy().copy() for v in variables]
 
 
-def test_dynamics_gradient_reaches_the_actor_and_not_the_world_model(config: Config) -> None:
+@pytest.mark.parametrize("grad", ["dynamics", "both"])
+def test_dynamics_gradient_reaches_the_actor_and_not_the_world_model(config: Config, grad: str) -> None:
     keras.utils.set_random_seed(1)
     wm = WorldModel(config, ACTIONS)
     rssm = config.world_model.rssm
-    dyn = config.update({"agent.actor_grad": "dynamics", "agent.entropy": 0.0})
+    dyn = config.update({"agent.actor_grad": grad, "agent.entropy": 0.0, "agent.actor_grad_mix": 1.0})
     agent = ActorCritic(dyn, wm, ACTIONS, True, DittoReward("feat"))
     rng = np.random.default_rng(0)
     length = config.agent.horizon + 1
@@ -152,13 +153,17 @@ def test_dynamics_gradient_reaches_the_actor_and_not_the_world_model(config: Con
                       rssm.discrete)
     world, actor = _weights(wm.variables), _weights(agent.actor.variables)
     metrics = agent.update(expert, 1)
-    # Without entropy, only the return's gradient through the imagined states moves the actor.
+    # Without entropy (and, for `both`, with all weight on dynamics), only the return's gradient
+    # through the imagined states moves the actor.
     assert float(metrics["actor_grad_norm"]) > 0.0
     assert any(not np.array_equal(a, b) for a, b in zip(actor, _weights(agent.actor.variables)))
     for before, after in zip(world, _weights(wm.variables)):
         np.testing.assert_array_equal(before, after)
-    with pytest.raises(UserError, match="agent.actor_grad"):
+    with pytest.raises(UserError, match="agent.actor_grad:"):
         ActorCritic(config.update({"agent.actor_grad": "pathwise"}), wm, ACTIONS, True,
+                    DittoReward("feat"))
+    with pytest.raises(UserError, match="agent.actor_grad_mix"):
+        ActorCritic(config.update({"agent.actor_grad_mix": 1.5}), wm, ACTIONS, True,
                     DittoReward("feat"))
 
 
