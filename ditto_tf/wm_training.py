@@ -3,7 +3,9 @@
     python train.py --configs cartpole small --logdir DIR --phase world_model
 
 Reads LOGDIR/data/wm (+ LOGDIR/data/expert/train if `world_model.train_on_expert`), writes
-LOGDIR/world_model/{checkpoints/, model.json, metrics.jsonl, TensorBoard events}. Checkpoints
+LOGDIR/world_model/{checkpoints/, model.json, metrics.jsonl, margin.json, TensorBoard events}.
+At the video interval it also logs DITTO's signal margin (`ditto_tf.margin`) as
+`eval/ditto_margin_*`. Checkpoints
 hold the model, the optimizer and the step; the data stream is a pure function of (seed, step),
 so the step is the whole sampler state and a killed run resumes where its last checkpoint was.
 """
@@ -27,6 +29,7 @@ from ditto_tf.data.dataset import make_dataset
 from ditto_tf.data.episodes import load_episodes
 from ditto_tf.errors import UserError
 from ditto_tf.logger import Logger, summary_line
+from ditto_tf.margin import PhaseMargin
 from ditto_tf.wm_data import data_shapes, model_shapes, save_spec, vector_statistics
 from ditto_tf.world_model import WorldModel, WorldModelTrainer, video_strip
 
@@ -127,6 +130,8 @@ def run(config: Any, logdir: str | pathlib.Path) -> int:
     dataset = iter(make_dataset(dirs, wm.batch, wm.length, config.seed, start_batch=step,
                                 skip_corrupt=config.data.skip_corrupt, keys=keys))
     videos = video_batch(config, logdir)
+    margin = PhaseMargin.create(config, logdir)
+    began = time.perf_counter()
     logger = Logger(outdir, resume_step=step)  # drops rows of updates redone after a kill
     sums: dict[str, float] = collections.defaultdict(float)
     headline: dict[str, float] = {}  # the last logged metrics, for the summary line
@@ -167,6 +172,8 @@ def run(config: Any, logdir: str | pathlib.Path) -> int:
                     error = model.open_loop_vector(model.preprocess(videos), wm.openloop_context)
                     logger.scalar("eval/openl_vector_mse", float(error))
                     headline["openl_vector_mse"] = float(error)
+            if margin is not None and (step % wm.video_every == 0 or step == wm.steps):
+                logger.scalars(margin(model, step).scalars(), prefix="eval/")
             if step % config.checkpoint_every == 0 or step == wm.steps:
                 logger.write(step)
                 checkpointer.save(step)
@@ -175,6 +182,11 @@ def run(config: Any, logdir: str | pathlib.Path) -> int:
                 logger.write(step)
     finally:
         progress.close()
-    print(summary_line("world model", step, wm.steps, step - start, time.perf_counter() - began,
-                       headline), flush=True)
+    line = summary_line("world model", step, wm.steps, step - start, time.perf_counter() - began,
+                        headline)
+    if margin is not None and margin.last is not None:
+        share = margin.seconds / max(time.perf_counter() - began, 1e-9)
+        line += (f"; DITTO margin (expert / random actions - 1, H={margin.horizon}): "
+                 f"{margin.last.summary()} [{margin.seconds:.1f} s, {share:.1%} of the phase]")
+    print(line, flush=True)
     return step

@@ -18,6 +18,7 @@ import tensorflow as tf
 from ditto_tf.checkpoints import Checkpointer
 from ditto_tf.config import Config, load_config
 from ditto_tf.errors import UserError
+from ditto_tf.margin import ROWS, last_margins
 from ditto_tf.wm_training import load_world_model, run
 from ditto_tf.world_model import WorldModel, WorldModelTrainer
 from test_world_model import write_cartpole_episodes
@@ -102,6 +103,10 @@ def test_phase_logs_openloop_video_and_loads(data_logdir: pathlib.Path, tmp_path
                     # truth, model, error stacked: 3 x 32 high; 2 val episodes side by side
                     assert (value.image.height, value.image.width) == (96, 64)
     assert {"openl_image", "eval/openl_mse", "train/model_loss"} <= tags
+    # DITTO's margin (ditto_tf.margin) at the video interval, and its latest values kept.
+    assert {f"eval/ditto_margin_{row}" for row in ROWS} <= tags
+    latest = last_margins(logdir)
+    assert latest["step"] == config.world_model.steps and set(latest["margins"]) == set(ROWS)
 
     model = load_world_model(config, logdir)
     # Same weights as a full restore (model + optimizer + step), and not a fresh initialisation.

@@ -7,8 +7,11 @@ One update, compiled as a single `tf.function`:
    a_0..a_{H-1};
 2. reward: r_t for action a_t, from a reward object (DITTO eq. 8 or a D-GAIL discriminator);
 3. lambda-returns (eq. 14) bootstrapped with the target critic, V_H = v_target(s_H);
-4. critic regression on V_0..V_{H-1} (eq. 15) and REINFORCE for the actor with the critic as
-   baseline and an entropy bonus eta (eq. 16).
+4. critic regression on V_0..V_{H-1} (eq. 15) and the actor loss (`agent.actor_grad`, with
+   DreamerV2's meaning): `reinforce` (eq. 16, the paper) with the critic as baseline, `dynamics`
+   (maximise the lambda-return itself, backpropagated through the imagined trajectory and the
+   frozen world model into the actor via straight-through one-hot or reparameterised actions),
+   or `both`, mixed by `agent.actor_grad_mix`; plus an entropy bonus eta.
 
 Indexing: rewards[:, t] belongs to the transition s_t --a_t--> s_{t+1} (the reward compares
 s_{t+1} with the expert's), so V_t = r_t + gamma ((1 - lambda) v(s_{t+1}) + lambda V_{t+1}).
@@ -22,12 +25,15 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from ditto_tf.agents.eq8 import latent_reward
 from ditto_tf.dists import OneHotDist
+from ditto_tf.errors import UserError
 from ditto_tf.nets import MLP
 from ditto_tf.world_model import precision_policy
 
 tfd = tfp.distributions
 State = dict[str, tf.Tensor]
+ACTOR_GRADS = ("reinforce", "dynamics", "both")
 
 
 class RewardFunction(Protocol):
@@ -91,16 +97,19 @@ def feature_size(config: Any) -> int:
 
 
 def imagine(rssm: Any, actor: keras.Layer, start: State, horizon: int, discrete: bool,
-            mode: bool = False) -> tuple[State, tf.Tensor]:
+            mode: bool = False, differentiable: bool = False) -> tuple[State, tf.Tensor]:
     """Roll `actor` through the prior for `horizon` steps from `start` (B, ...).
 
     Returns batch-major states (B, H+1, ...) including the start, and the actions (B, H, A),
     where action t was taken in state t. `rssm.imagine` runs the loop as a `tf.scan`, so inside a
-    `tf.function` it is traced once whatever the horizon.
+    `tf.function` it is traced once whatever the horizon. With `differentiable`, the sampled
+    actions keep their gradient (straight-through one-hot, or the truncated normal's
+    reparameterised sample), so later states and rewards backpropagate into the actor.
     """
     def policy(feat: tf.Tensor) -> tf.Tensor:
         dist = action_dist(actor(feat), discrete)
-        return tf.stop_gradient(dist_mode(dist, discrete) if mode else dist.sample())
+        action = dist_mode(dist, discrete) if mode else dist.sample()
+        return action if differentiable and not mode else tf.stop_gradient(action)
 
     seq = rssm.imagine(policy, start, horizon)
     swap = lambda x: tf.transpose(x, [1, 0, *range(2, len(x.shape))])  # noqa: E731
@@ -147,6 +156,10 @@ class ActorCritic:
         self.act_dim, self.discrete = act_dim, discrete
         self.reward = reward
         c = config.agent
+        if c.actor_grad not in ACTOR_GRADS:
+            raise UserError(f"agent.actor_grad: {c.actor_grad!r} is not one of {', '.join(ACTOR_GRADS)}")
+        if not 0.0 <= float(c.actor_grad_mix) <= 1.0:
+            raise UserError(f"agent.actor_grad_mix: {c.actor_grad_mix!r} is not in [0, 1]")
         feat = feature_size(config)
         self.actor = make_actor(config, act_dim, discrete)
         dtype = precision_policy(config)
@@ -178,29 +191,44 @@ class ActorCritic:
     @tf.function
     def _update(self, expert: State) -> dict[str, tf.Tensor]:
         c = self.config.agent
+        grad = c.actor_grad
         start = {k: v[:, 0] for k, v in expert.items()}
-        states, actions = imagine(self.wm.rssm, self.actor, start, c.horizon, self.discrete)
-        rewards = tf.cast(self.reward(states, expert), tf.float32)
+        # Only the actor's variables are watched: the world model, the critics and a D-GAIL
+        # discriminator get no gradient from the actor's loss (the world model stays frozen).
+        with tf.GradientTape(watch_accessed_variables=False) as actor_tape:
+            actor_tape.watch([v.value for v in self.actor.trainable_variables])  # Keras 3 -> tf
+            states, actions = imagine(self.wm.rssm, self.actor, start, c.horizon, self.discrete,
+                                      differentiable=grad != "reinforce")
+            rewards = tf.cast(self.reward(states, expert), tf.float32)
+            feat = tf.cast(self.wm.rssm.get_feat(states), tf.float32)
+            target_values = tf.cast(self.target(feat)[..., 0], tf.float32)
+            returns = lambda_return(rewards, target_values, c.gamma, c.return_lambda)
+            dist = action_dist(self.actor(tf.stop_gradient(feat[:, :-1])), self.discrete)
+            log_prob = dist.log_prob(tf.stop_gradient(actions))
+            entropy = dist.entropy()
+            values = tf.cast(self.critic(tf.stop_gradient(feat[:, :-1]))[..., 0], tf.float32)
+            advantage = tf.stop_gradient(returns - values)
+            if c.normalize_advantages:  # the authors' code does this; the paper does not
+                mean, var = tf.nn.moments(advantage, [0, 1])
+                advantage = (advantage - mean) / (tf.sqrt(var) + 1e-8)
+            if grad == "reinforce":  # eq. 16
+                objective = log_prob * advantage
+            elif grad == "dynamics":  # the return's own gradient through the imagined states
+                objective = returns
+            else:  # DreamerV2's mix of the two
+                mix = float(c.actor_grad_mix)
+                objective = mix * returns + (1.0 - mix) * log_prob * advantage
+            actor_loss = -tf.reduce_mean(objective + c.entropy * entropy)
+        returns = tf.stop_gradient(returns)
+        feat = tf.stop_gradient(feat)
+        states = {k: tf.stop_gradient(v) for k, v in states.items()}
         metrics = dict(self.reward.train(states, expert))
-        feat = tf.stop_gradient(tf.cast(self.wm.rssm.get_feat(states), tf.float32))
-        target_values = tf.cast(self.target(feat)[..., 0], tf.float32)
-        returns = tf.stop_gradient(lambda_return(rewards, target_values, c.gamma, c.return_lambda))
+        metrics.update(self.actor_opt(actor_tape, actor_loss, "actor"))
 
         with tf.GradientTape() as tape:
             values = tf.cast(self.critic(feat[:, :-1])[..., 0], tf.float32)
             critic_loss = tf.reduce_mean(0.5 * tf.square(values - returns))
         metrics.update(self.critic_opt(tape, critic_loss, "critic"))
-
-        advantage = tf.stop_gradient(returns - values)
-        if c.normalize_advantages:  # the authors' code does this; the paper does not
-            mean, var = tf.nn.moments(advantage, [0, 1])
-            advantage = (advantage - mean) / (tf.sqrt(var) + 1e-8)
-        with tf.GradientTape() as tape:
-            dist = action_dist(self.actor(feat[:, :-1]), self.discrete)
-            log_prob = dist.log_prob(actions)
-            entropy = dist.entropy()
-            actor_loss = tf.reduce_mean(-log_prob * advantage - c.entropy * entropy)
-        metrics.update(self.actor_opt(tape, actor_loss, "actor"))
         metrics.update({
             "reward_mean": tf.reduce_mean(rewards), "reward_std": tf.math.reduce_std(rewards),
             "return_mean": tf.reduce_mean(returns), "value_mean": tf.reduce_mean(values),
@@ -220,8 +248,6 @@ def validation_metrics(rssm: Any, actor: keras.Layer, expert: State, expert_acti
     actor's most likely action in the expert's states vs the expert's actions (continuous
     actions: mean absolute error instead). `expert_action` (B, H+1, A): action taken in state t.
     """
-    from ditto_tf.agents.ditto import latent_reward  # local: ditto.py imports this module
-
     start = {k: v[:, 0] for k, v in expert.items()}
     horizon = expert["deter"].shape[1] - 1
     states, _ = imagine(rssm, actor, start, horizon, discrete)

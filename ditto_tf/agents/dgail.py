@@ -16,7 +16,8 @@ from typing import Any, Mapping
 import tensorflow as tf
 
 from ditto_tf.agents.actor_critic import Optimizer
-from ditto_tf.agents.ditto import select_latent, train_imitation
+from ditto_tf.agents.ditto import train_imitation
+from ditto_tf.agents.eq8 import select_latent
 from ditto_tf.errors import UserError
 from ditto_tf.nets import MLP
 from ditto_tf.world_model import precision_policy
@@ -24,9 +25,11 @@ from ditto_tf.world_model import precision_policy
 REWARDS = ("neg_log_one_minus_d", "sigmoid")
 
 
-def transitions(states: Mapping[str, tf.Tensor], latent: str) -> tf.Tensor:
-    """States (B, H+1, ...) -> pairs concat([s_t, s_t+1]) (B, H, 2N), without gradients."""
-    z = tf.stop_gradient(select_latent(states, latent))
+def transitions(states: Mapping[str, tf.Tensor], latent: str, stop: bool = True) -> tf.Tensor:
+    """States (B, H+1, ...) -> pairs concat([s_t, s_t+1]) (B, H, 2N); without gradients unless
+    `stop` is False (the reward under `agent.actor_grad: dynamics` backpropagates into them)."""
+    z = select_latent(states, latent)
+    z = tf.stop_gradient(z) if stop else z
     return tf.concat([z[:, :-1], z[:, 1:]], -1)
 
 
@@ -57,11 +60,11 @@ class GailReward:
         self.disc(tf.zeros([1, 2 * width[c.latent]]))
         self.opt = Optimizer(self.disc, c.lr, config.agent.eps, config.agent.clip, name="disc_opt")
 
-    def logits(self, states: Mapping[str, tf.Tensor]) -> tf.Tensor:
-        return self.disc(transitions(states, self.latent))[..., 0]
+    def logits(self, states: Mapping[str, tf.Tensor], stop: bool = True) -> tf.Tensor:
+        return self.disc(transitions(states, self.latent, stop))[..., 0]
 
     def __call__(self, agent: Mapping[str, tf.Tensor], expert: Mapping[str, tf.Tensor]) -> tf.Tensor:
-        return gail_reward(self.logits(agent), self.form)
+        return gail_reward(self.logits(agent, stop=False), self.form)
 
     def train(self, agent: Mapping[str, tf.Tensor], expert: Mapping[str, tf.Tensor]
               ) -> dict[str, tf.Tensor]:

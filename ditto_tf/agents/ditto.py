@@ -1,11 +1,7 @@
 """DITTO: match the expert's latent trajectory in the world model (paper eq. 8, Algorithm 1).
 
-    r_t = (zE_t . zpi_t) / max(|zE_t|, |zpi_t|)^2
-
-between the expert's latent at step t and the agent's imagined latent at step t, both rolled
-from the same expert start state. `ditto.reward_latent` picks the latent: `stoch` (z, the
-paper), `deter` (h, the authors' code) or `feat` (both). For one-hot z with S categoricals,
-|z|^2 = S, so the reward is the fraction of categoricals that agree.
+The reward (eq. 8, `ditto.reward_latent`, `ditto.reward_form`) lives in `eq8.py`; this module
+holds DITTO's reward object and the imitation loop DITTO and D-GAIL share.
 """
 
 from __future__ import annotations
@@ -16,55 +12,19 @@ from typing import Any, Mapping
 import tensorflow as tf
 
 from ditto_tf.agents.actor_critic import ActorCritic, validation_metrics
+from ditto_tf.agents.eq8 import (  # noqa: F401  (re-exported: the names DITTO's users know)
+    FORMS, LATENTS, check_form, check_latent, ditto_reward, latent_reward, select_latent)
 from ditto_tf.agents.runner import already_trained, prepare_latent, train_loop, validation_windows
-from ditto_tf.errors import UserError
-
-LATENTS = ("stoch", "deter", "feat")
-
-
-def select_latent(state: Mapping[str, tf.Tensor], latent: str) -> tf.Tensor:
-    """The vector eq. 8 compares: flat z, h, or concat([z, h]), in float32 (..., N)."""
-    stoch = tf.cast(state["stoch"], tf.float32)
-    stoch = tf.reshape(stoch, tf.concat([tf.shape(stoch)[:-2], [-1]], 0))
-    deter = tf.cast(state["deter"], tf.float32)
-    if latent == "stoch":
-        return stoch
-    if latent == "deter":
-        return deter
-    if latent == "feat":
-        return tf.concat([stoch, deter], -1)
-    raise UserError(f"ditto.reward_latent: {latent!r} is not one of {', '.join(LATENTS)}")
-
-
-def ditto_reward(expert: tf.Tensor, agent: tf.Tensor) -> tf.Tensor:
-    """Eq. 8 over the last axis: (e . a) / max(|e|, |a|)^2; 0 where both are zero."""
-    dot = tf.reduce_sum(expert * agent, -1)
-    scale = tf.square(tf.maximum(tf.norm(expert, axis=-1), tf.norm(agent, axis=-1)))
-    return tf.math.divide_no_nan(dot, scale)
-
-
-def latent_reward(agent: Mapping[str, tf.Tensor], expert: Mapping[str, tf.Tensor],
-                  latent: str) -> tf.Tensor:
-    """Rewards (B, H) for states (B, H+1, ...): step t compares agent and expert at t + 1.
-
-    Reward t belongs to action a_t, which led from state t to t + 1; the start states are the
-    same for both, so they carry no reward.
-    """
-    agent_z = select_latent({k: v[:, 1:] for k, v in agent.items()}, latent)
-    expert_z = select_latent({k: v[:, 1:] for k, v in expert.items()}, latent)
-    return ditto_reward(expert_z, agent_z)
 
 
 class DittoReward:
-    """The fixed reward of eq. 8 (nothing to train)."""
+    """The fixed reward of eq. 8 (nothing to train) on `latent`, with z in `form`."""
 
-    def __init__(self, latent: str):
-        if latent not in LATENTS:
-            raise UserError(f"ditto.reward_latent: {latent!r} is not one of {', '.join(LATENTS)}")
-        self.latent = latent
+    def __init__(self, latent: str, form: str = "sample"):
+        self.latent, self.form = check_latent(latent), check_form(form)
 
     def __call__(self, agent: Mapping[str, tf.Tensor], expert: Mapping[str, tf.Tensor]) -> tf.Tensor:
-        return latent_reward(agent, expert, self.latent)
+        return latent_reward(agent, expert, self.latent, self.form)
 
     def train(self, agent: Mapping[str, tf.Tensor], expert: Mapping[str, tf.Tensor]) -> dict:
         return {}
@@ -104,5 +64,5 @@ def train_imitation(config: Any, logdir: pathlib.Path, name: str, reward_factory
 
 def run(config: Any, logdir: pathlib.Path) -> None:
     """`--phase ditto`: DITTO in the world model from the expert episodes in the logdir."""
-    latent = config.ditto.reward_latent
-    train_imitation(config, logdir, "ditto", lambda setup: DittoReward(latent))
+    reward = DittoReward(config.ditto.reward_latent, config.ditto.reward_form)  # checked up front
+    train_imitation(config, logdir, "ditto", lambda setup: reward)

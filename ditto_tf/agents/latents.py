@@ -7,7 +7,9 @@ time). A new world-model checkpoint gives a new key, so stale latents are never 
 cache folders are removed.
 
 Stored per step t: `deter` h_t (D,) float32, `stoch` z_t as class indices (S,) (z is one-hot,
-so this is exact and S*K times smaller), and `action`: the action the expert took in state t.
+so this is exact and S*K times smaller), `logit` the posterior's logits (S, K) float16 (the
+`probs` and `mode` forms of eq. 8 compare with the posterior itself, not with the one sample
+drawn at encoding), and `action`: the action the expert took in state t.
 In the episode files action[t] is the one that led to image[t], so that is `action[t + 1]`;
 the last step has none (`has_action` False).
 """
@@ -30,6 +32,7 @@ from ditto_tf.files import atomic_path
 
 CHUNK = 128  # filter steps per compiled call (long Atari episodes are encoded in chunks)
 GROUP = 8  # episodes filtered side by side (padded to the longest)
+FORMAT = "v2-logit"  # the cache's file layout, part of its key
 
 
 @dataclass
@@ -42,6 +45,7 @@ class ExpertLatents:
     has_action: np.ndarray  # (N,) bool, False at each episode's last step
     starts: np.ndarray  # (E + 1,) int64 episode offsets
     classes: int  # K, classes per categorical
+    logit: np.ndarray | None = None  # (N, S, K) float16 posterior logits (None: one-hot stand-in)
 
     @property
     def num_episodes(self) -> int:
@@ -62,9 +66,12 @@ class ExpertLatents:
         return np.concatenate(out)
 
     def windows(self, starts: np.ndarray, length: int) -> dict[str, np.ndarray]:
-        """Windows (B, length, ...) of deter, stoch indices and actions beginning at `starts`."""
+        """Windows (B, length, ...) of deter, stoch indices, logits and actions at `starts`."""
         index = np.asarray(starts)[:, None] + np.arange(length)[None]
-        return {"deter": self.deter[index], "stoch": self.stoch[index], "action": self.action[index]}
+        out = {"deter": self.deter[index], "stoch": self.stoch[index], "action": self.action[index]}
+        if self.logit is not None:
+            out["logit"] = self.logit[index]
+        return out
 
     def sample_windows(self, valid: np.ndarray, batch: int, length: int, seed: int, step: int
                        ) -> dict[str, np.ndarray]:
@@ -73,24 +80,27 @@ class ExpertLatents:
         return self.windows(valid[rng.integers(len(valid), size=batch)], length)
 
 
-def to_state(rssm: Any, deter: tf.Tensor, stoch: tf.Tensor, classes: int) -> dict[str, tf.Tensor]:
+def to_state(rssm: Any, deter: tf.Tensor, stoch: tf.Tensor, classes: int,
+             logit: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
     """Stored latents -> an RSSM state dict {deter, stoch one-hot, logit} in the model's dtypes.
 
-    The logit of a stored state is not kept; it is set to log of the one-hot (clipped), which the
-    prior step does not read.
+    `logit` is the stored posterior's; without it, log of the one-hot (clipped) stands in (the
+    prior step does not read it; eq. 8's `probs` and `mode` forms do).
     """
     init = rssm.initial(1)
     onehot = tf.one_hot(tf.cast(stoch, tf.int32), classes)
+    logit = tf.math.log(onehot + 1e-8) if logit is None else logit
     return {"deter": tf.cast(deter, init["deter"].dtype),
             "stoch": tf.cast(onehot, init["stoch"].dtype),
-            "logit": tf.cast(tf.math.log(onehot + 1e-8), init["logit"].dtype)}
+            "logit": tf.cast(logit, init["logit"].dtype)}
 
 
 def cache_key(checkpoint: str) -> str:
     """A short key naming a world-model checkpoint: its path, step and files' modification time."""
     path = pathlib.Path(checkpoint)
     stamps = sorted(f"{p.name}:{p.stat().st_mtime_ns}" for p in path.parent.glob(path.name + ".*"))
-    digest = hashlib.sha1("|".join([str(path.resolve()), *stamps]).encode()).hexdigest()[:10]
+    # FORMAT: caches written before the posterior logits were stored get a new key (re-encoded).
+    digest = hashlib.sha1("|".join([FORMAT, str(path.resolve()), *stamps]).encode()).hexdigest()[:10]
     return f"{path.name}-{digest}"
 
 
@@ -109,8 +119,10 @@ class Encoder:
         last = {k: v[:, -1] for k, v in post.items()}
         return post, last
 
-    def __call__(self, episodes: list[dict[str, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Episodes (whole, T_e steps each) -> [(deter (T_e, D), stoch indices (T_e, S))]."""
+    def __call__(self, episodes: list[dict[str, np.ndarray]]
+                 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Episodes (whole, T_e steps each) -> [(deter (T_e, D), stoch indices (T_e, S),
+        posterior logits (T_e, S, K) float16)]."""
         group = min(GROUP, len(episodes))
         length = max(len(e["action"]) for e in episodes)
         obs = [*self.wm.keys.encoder_cnn, *self.wm.keys.encoder_mlp]
@@ -122,7 +134,7 @@ class Encoder:
             for key in arrays:
                 arrays[key][i, : len(episode[key])] = episode[key]
         state = self.wm.rssm.initial(group)
-        deter, stoch = [], []
+        deter, stoch, logit = [], [], []
         for start in range(0, padded, CHUNK):
             part = slice(start, start + CHUNK)
             post, state = self._chunk({k: tf.constant(arrays[k][:, part]) for k in obs},
@@ -130,9 +142,11 @@ class Encoder:
                                       tf.constant(arrays["is_first"][:, part]), state)
             deter.append(tf.cast(post["deter"], tf.float32).numpy())
             stoch.append(tf.argmax(post["stoch"], -1).numpy())
+            logit.append(tf.cast(post["logit"], tf.float16).numpy())
         deter_all, stoch_all = np.concatenate(deter, 1), np.concatenate(stoch, 1)
-        return [(deter_all[i, : len(e["action"])], stoch_all[i, : len(e["action"])])
-                for i, e in enumerate(episodes)]
+        logit_all = np.concatenate(logit, 1)
+        return [(deter_all[i, : len(e["action"])], stoch_all[i, : len(e["action"])],
+                 logit_all[i, : len(e["action"])]) for i, e in enumerate(episodes)]
 
 
 def _save(path: pathlib.Path, **arrays: np.ndarray) -> None:
@@ -173,27 +187,53 @@ def load_expert_latents(config: Any, logdir: pathlib.Path, wm: Any, checkpoint: 
         for i in range(0, len(missing), GROUP):
             group = missing[i: i + GROUP]
             episodes = [load_episode(p) for p, _ in group]
-            for (_, file), episode, (deter, stoch) in zip(group, episodes, encoder(episodes)):
-                action = np.zeros_like(episode["action"])
-                action[:-1] = episode["action"][1:]  # the action taken in state t led to image t+1
-                _save(file, deter=deter, stoch=stoch.astype(np.int16), action=action)
+            for (_, file), episode, (deter, stoch, logit) in zip(group, episodes, encoder(episodes)):
+                _save(file, deter=deter, stoch=stoch.astype(np.int16), logit=logit,
+                      action=taken_actions(episode))
             bar.update(len(group))
         bar.close()
     parts = []
     for file in files:
         try:
             with np.load(file) as data:
-                parts.append({k: data[k] for k in ("deter", "stoch", "action")})
+                parts.append({k: data[k] for k in ("deter", "stoch", "logit", "action")})
         except (OSError, ValueError, KeyError) as e:
             raise UserError(f"{file}: latent cache unreadable ({type(e).__name__}); delete it") from None
+    return assemble(parts, int(config.world_model.rssm.discrete))
+
+
+def taken_actions(episode: dict[str, np.ndarray]) -> np.ndarray:
+    """The action taken in state t: the episode file's action[t] led to image t, so it is
+    `action[t + 1]`; the last step has none (zeros)."""
+    action = np.zeros_like(episode["action"])
+    action[:-1] = episode["action"][1:]
+    return action
+
+
+def encode_episodes(wm: Any, episodes: list[dict[str, np.ndarray]], classes: int,
+                    encoder: Encoder | None = None) -> ExpertLatents:
+    """Episodes -> ExpertLatents with the model's current weights, in memory (no cache): for
+    measurements during world-model training, when every checkpoint would be a new cache."""
+    encoder = encoder or Encoder(wm)
+    parts = []
+    for i in range(0, len(episodes), GROUP):
+        group = episodes[i: i + GROUP]
+        parts += [{"deter": d, "stoch": s, "logit": lg, "action": taken_actions(e)}
+                  for e, (d, s, lg) in zip(group, encoder(group))]
+    return assemble(parts, classes)
+
+
+def assemble(parts: list[dict[str, np.ndarray]], classes: int) -> ExpertLatents:
+    """Per-episode arrays {deter, stoch, logit, action} -> one ExpertLatents."""
     lengths = np.array([len(p["deter"]) for p in parts])
     has_action = np.ones(lengths.sum(), bool)
     has_action[np.cumsum(lengths) - 1] = False
     return ExpertLatents(
         deter=np.concatenate([p["deter"] for p in parts]),
         stoch=np.concatenate([p["stoch"] for p in parts]),
+        logit=np.concatenate([p["logit"] for p in parts]),
         action=np.concatenate([p["action"] for p in parts]),
         has_action=has_action,
         starts=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        classes=int(config.world_model.rssm.discrete),
+        classes=classes,
     )

@@ -71,7 +71,8 @@ class LatentSetup:
     def states(self, windows: Mapping[str, np.ndarray]) -> dict[str, tf.Tensor]:
         """Stored windows -> RSSM state dicts (B, L, ...)."""
         return to_state(self.wm.rssm, tf.constant(windows["deter"]), tf.constant(windows["stoch"]),
-                        self.train.classes)
+                        self.train.classes,
+                        tf.constant(windows["logit"]) if "logit" in windows else None)
 
 
 def prepare_latent(config: Any, logdir: pathlib.Path) -> LatentSetup:
