@@ -54,7 +54,9 @@ def main() -> None:
         import_seconds = time.perf_counter() - start
         if code != 0:
             raise SystemExit(code)
-        model = dreamerv2.load_world_model(config, out / "ckpt", actions)
+        from ditto_tf.wm_training import restore_world_model
+
+        model = restore_world_model(config, out / "ckpt", actions)
         errors = dreamerv2_reference.differences(model, np.load(out / "reference.npz"), True)
         pickle_mb = (out / "variables.pkl").stat().st_size / 1e6
     params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)

@@ -366,36 +366,12 @@ def import_checkpoint(pkl: str | pathlib.Path, config: Config, out: str | pathli
 def world_model_checkpointer(model: Any, config: Config, directory: str | pathlib.Path) -> Any:
     """A Checkpointer laid out as the world-model phase's (wm_training.run): `model` and a fresh
     `optimizer`, so that `--phase world_model` restores it (and fine-tunes it if its step is
-    below world_model.steps) and the agent phases load it with `load_world_model`."""
+    below world_model.steps) and the agent phases load it with `wm_training.load_world_model`."""
     from ditto_tf.checkpoints import Checkpointer
     from ditto_tf.world_model import WorldModelTrainer
 
     optimizer = WorldModelTrainer(model, config).optimizer
     return Checkpointer(directory, int(config.keep_checkpoints), model=model, optimizer=optimizer)
-
-
-def load_world_model(config: Config, directory: str | pathlib.Path, actions: int) -> Any:
-    """A ditto_tf WorldModel restored from a checkpoint dir (or a logdir holding one)."""
-    import tensorflow as tf
-
-    from ditto_tf import world_model as wm_lib
-
-    directory = pathlib.Path(directory).expanduser()
-    if (checkpoint_dir(directory) / "checkpoint").is_file():
-        directory = checkpoint_dir(directory)
-    latest = tf.train.latest_checkpoint(str(directory)) if directory.is_dir() else None
-    if latest is None:
-        raise UserError(f"{directory}: no world-model checkpoint (neither a checkpoint dir nor a "
-                        "logdir with world_model/checkpoints)")
-    model = wm_lib.WorldModel(config, actions)
-    try:  # the model alone: a checkpoint may also hold an optimizer
-        tf.train.Checkpoint(model=model).restore(latest).expect_partial() \
-            .assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{latest}: does not fit the world model of this config ({first})") \
-            from None
-    return model
 
 
 def write_model_spec(logdir: str | pathlib.Path, actions: int, config: Config) -> None:

@@ -79,7 +79,9 @@ def test_world_model_pickle_without_heads(reference, tmp_path, capsys):
     again = dreamerv2.main(["import", str(reference / "wm_variables.pkl"), "--configs", "debug",
                             "--out", str(tmp_path / "ckpt"), "--actions", "2", *NO_HEADS])
     assert again == 2 and "already holds a world-model checkpoint" in capsys.readouterr().err
-    model = dreamerv2.load_world_model(load_config(["debug"], NO_HEADS), tmp_path / "ckpt", 2)
+    from ditto_tf.wm_training import restore_world_model
+
+    model = restore_world_model(load_config(["debug"], NO_HEADS), tmp_path / "ckpt", 2)
     assert model.reward_head is None and model.discount_head is None
     ref = np.load(reference / "reference.npz")
     _outputs_match(model, ref, heads=False)
