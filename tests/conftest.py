@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pathlib
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -47,3 +48,19 @@ def zoo_dir() -> pathlib.Path:
     if ZOO_DIR is None:
         pytest.skip("local RL Zoo folder not found: set DITTO_ZOO or place it at ../shared/zoo")
     return ZOO_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_files_inside_pytests_directory(tmp_path_factory):
+    """Point TMPDIR (and `tempfile`) into pytest's own temporary directory for the session: the
+    processes the reliability tests SIGKILL cannot remove TensorFlow's autograph sources
+    (/tmp/__autograph_generated_file*.py), and nothing the suite writes may land elsewhere."""
+    directory = str(tmp_path_factory.mktemp("tmpdir"))
+    old_env, old_module = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = directory, directory
+    yield
+    tempfile.tempdir = old_module
+    if old_env is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = old_env
