@@ -67,17 +67,24 @@ def _action_size(config: Any, logdir: pathlib.Path) -> int:
 def load_world_model(config: Any, logdir: str | pathlib.Path) -> WorldModel:
     """Build the world model of `config` and restore the latest checkpoint of LOGDIR/world_model."""
     logdir = pathlib.Path(logdir)
-    return restore_world_model(config, wm_dir(logdir) / "checkpoints", _action_size(config, logdir),
+    directory = wm_dir(logdir) / "checkpoints"
+    _latest(directory)  # no checkpoint: say so before looking for its spec
+    return restore_world_model(config, directory, _action_size(config, logdir),
                                model_shapes(config, logdir))
+
+
+def _latest(directory: pathlib.Path) -> str:
+    latest = tf.train.latest_checkpoint(str(directory)) if directory.is_dir() else None
+    if latest is None:
+        raise UserError(f"{directory}: no world-model checkpoint; run `--phase world_model` first")
+    return latest
 
 
 def restore_world_model(config: Any, directory: pathlib.Path, action_size: int,
                         shapes: dict[str, tuple[int, ...]] | None = None) -> WorldModel:
     """The one world-model loader: a model of `config` restored from the newest checkpoint in
     `directory` (the model alone: the checkpoint may also hold an optimizer)."""
-    latest = tf.train.latest_checkpoint(str(directory)) if directory.is_dir() else None
-    if latest is None:
-        raise UserError(f"{directory}: no world-model checkpoint; run `--phase world_model` first")
+    latest = _latest(directory)
     model = WorldModel(config, action_size, shapes)
     try:
         tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()

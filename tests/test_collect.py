@@ -116,8 +116,13 @@ def test_vector_config_collects_states_without_images(tmp_path, capsys):
     pixel = episodes.load_episode(episodes.list_episodes(collect.set_dir(tmp_path / "pix", "wm"))[0])
     assert "vector" not in pixel and pixel["image"].shape[1:] == (32, 32, 1)
     capsys.readouterr()
-    assert collect_cli(tmp_path / "pix", *flags[:-2], "--data.wm_episodes", "3",
-                       configs=("cartpole", "vector", "debug")) == 2
+    top_up = [*flags[:-2], "--data.wm_episodes", "3"]
+    assert collect_cli(tmp_path / "pix", *top_up, configs=("cartpole", "vector", "debug")) == 2
+    err = capsys.readouterr().err.strip()  # the run directory's pinned config refuses first
+    assert "world_model.encoder.mlp_keys" in err and "\n" not in err
+    # the same episodes in a directory without their config: collect's own check names the file
+    (tmp_path / "pix" / "config.yaml").unlink()
+    assert collect_cli(tmp_path / "pix", *top_up, configs=("cartpole", "vector", "debug")) == 2
     err = capsys.readouterr().err.strip()
     assert "000001-" in err and "['image']" in err and "['vector']" in err and "\n" not in err
 
