@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ditto_tf.errors import UserError  # noqa: E402
+from ditto_tf.rundir import resolve_path  # noqa: E402
 from ditto_tf.runs import AGENTS  # noqa: E402
 from ditto_tf.sweep import STEPS_KEY, Sweep, latest_step, plan  # noqa: E402
 
@@ -109,7 +110,7 @@ def run_env(setting: str, args: argparse.Namespace, extra: Sequence[str]) -> lis
 
     env, blocks, flags = SETTINGS[setting]
     name = setting + (f"-chain{args.chain}" if args.chain else "")
-    out = pathlib.Path(args.out).expanduser().absolute() / name
+    out = resolve_path(args.out) / name  # absolute: sweep's train.py calls run in the repo
     seeds = [args.chain] if args.chain else args.seeds  # a repeated chain: its own seed only
     chain = ["--seed", str(args.chain)] if args.chain else []
     sweep = Sweep(out, blocks, [*flags, *expert_flags(setting, pathlib.Path(args.zoo)), *chain, *extra],

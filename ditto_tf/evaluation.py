@@ -283,6 +283,7 @@ def _earlier(item: _Plan) -> list[tuple[int, list[float]]]:
     """Cached results of checkpoints before the evaluated ones, played under the same protocol
     (a checkpoint that still exists must also match its cached signature)."""
     same = {k: v for k, v in item.key(item.prefixes[0]).items() if k != "checkpoint"}
+    first = checkpoint_step(item.prefixes[0])
     out = []
     for path in item.run.cache_dir.glob("ckpt-*.json"):
         data = read_json(path)
@@ -291,7 +292,7 @@ def _earlier(item: _Plan) -> list[tuple[int, list[float]]]:
         key = dict(data["key"])
         signature = key.pop("checkpoint", None)
         prefix = str(item.run.checkpoint_dir / path.stem)
-        if key != same or int(data["step"]) >= checkpoint_step(item.prefixes[0]):
+        if key != same or int(data["step"]) >= first:
             continue
         if pathlib.Path(prefix + ".index").is_file() and checkpoint_signature(prefix) != signature:
             continue

@@ -155,7 +155,7 @@ def run(config: Config, models: Sequence[str], episodes: str | pathlib.Path,
         out: str | pathlib.Path, max_episodes: int = 10, actions: int | None = None) -> str:
     """Compare `models` (checkpoint dirs or logdirs, optionally NAME=PATH) on `episodes`;
     writes the report into `out` and returns the markdown table."""
-    from ditto_tf.wm_training import restore_world_model
+    from ditto_tf.wm_training import restore_world_model, wm_dir
 
     parsed = parse_models(models)
     context = int(config.world_model.openloop_context)
@@ -173,7 +173,7 @@ def run(config: Config, models: Sequence[str], episodes: str | pathlib.Path,
         if shape != image_shape(cfg):
             raise UserError(f"{episodes}: images are {shape}, model {name} ({path}) expects "
                             f"{image_shape(cfg)}")
-        directory = path / "world_model" / "checkpoints" if (path / "world_model").is_dir() else path
+        directory = wm_dir(path) / "checkpoints" if wm_dir(path).is_dir() else path  # logdir or not
         model = restore_world_model(cfg, directory, actions)
         results[name], frames = evaluate(model, batch, context)
         truth = batch["image"][0].astype(np.float32) / 255.0
