@@ -2,7 +2,7 @@
 
     python benchmarks/cartpole_crop.py --crop 0.3 0.7 --episodes 20 [--zoo ../shared/zoo]
 
-Plays the zoo PPO expert (action repeat of the `quickstart` block) on CartPole-v1 and reports the
+Plays the zoo PPO expert (action repeat of the `quickstart_pixels` block) on CartPole-v1 and reports the
 cart's x range in render pixels (CartPole renders 600 px wide for x in [-2.4, 2.4]: 125 px per
 unit, the cart 50 px wide) and the share of steps where the whole cart lies inside the crop
 [left, right] (fractions of the width). Also: how many render pixels one 64-px image pixel spans.
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--zoo", default=str(REPO.parent / "shared" / "zoo"))
     args = parser.parse_args()
-    config = load_config(["quickstart"], ["--expert.source", "folder", "--expert.folder", args.zoo])
+    config = load_config(["quickstart_pixels"], ["--expert.source", "folder", "--expert.folder", args.zoo])
     expert = load_expert(config)
     left, right = args.crop[0] * WIDTH, args.crop[1] * WIDTH
     centres, inside, returns = [], [], []
