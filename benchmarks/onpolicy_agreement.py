@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from ditto_tf.errors import UserError, command  # noqa: E402
+from ditto_tf.rundir import RunDir
 
 
 def agreement(config: Any, logdir: pathlib.Path, agent: str, episodes: int,
@@ -76,7 +77,7 @@ def main() -> None:
     print("| agent | agent drives: agreement | episode length | expert drives: agreement | episode length |")
     print("|---|---|---|---|---|")
     for agent in args.agents:
-        if not (args.logdir / agent / "checkpoints").is_dir():
+        if not RunDir(args.logdir).checkpoints(agent).is_dir():
             continue
         result = agreement(config, args.logdir, agent, args.episodes)
         own, exp = result["agent"], result["expert"]

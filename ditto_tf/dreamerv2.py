@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ditto_tf.errors import UserError, command, quiet_tensorflow
-from ditto_tf.rundir import absolute_paths, resolve_path
+from ditto_tf.rundir import RunDir, absolute_paths, resolve_path
 
 # DreamerV2's published Atari results (scores/atari-dreamerv2.json in danijar/dreamerv2): the
 # final evaluation return per game, mean over its seeds, after 200M environment frames of ONLINE
@@ -318,7 +318,7 @@ def assign(model: Any, values: Sequence[np.ndarray], match: Match) -> int:
 
 def checkpoint_dir(logdir: str | pathlib.Path) -> pathlib.Path:
     """Where the world-model phase keeps its checkpoints in a logdir."""
-    return pathlib.Path(logdir) / "world_model" / "checkpoints"
+    return RunDir(logdir).wm_checkpoints
 
 
 def import_checkpoint(pkl: str | pathlib.Path, config: Config, out: str | pathlib.Path,
@@ -331,11 +331,12 @@ def import_checkpoint(pkl: str | pathlib.Path, config: Config, out: str | pathli
     """
     from ditto_tf import world_model as wm_lib
 
+    discrete = None  # unknown when `actions` is given
     if actions is None:
         from ditto_tf.envs import make_env
 
         env = make_env(config, seed=0)
-        actions = env.action_size
+        actions, discrete = env.action_size, env.discrete
         env.close()
     import tensorflow as tf
 
@@ -359,7 +360,7 @@ def import_checkpoint(pkl: str | pathlib.Path, config: Config, out: str | pathli
         if not np.array_equal(a.numpy(), b.numpy()):
             raise UserError(f"{path}: {a.path} did not survive the checkpoint round trip")
     params = int(sum(np.prod(s.shape) for s in match.layout if s.target is not None))
-    return dict(checkpoint=path, kind=match.kind, actions=actions, tensors=len(values),
+    return dict(checkpoint=path, kind=match.kind, actions=actions, discrete=discrete, tensors=len(values),
                 loaded=count, parameters=params, discount_head=match.discount, step=step)
 
 
@@ -374,16 +375,14 @@ def world_model_checkpointer(model: Any, config: Config, directory: str | pathli
     return Checkpointer(directory, int(config.keep_checkpoints), model=model, optimizer=optimizer)
 
 
-def write_model_spec(logdir: str | pathlib.Path, actions: int, config: Config) -> None:
-    """LOGDIR/world_model/model.json as the world-model phase writes it (action count and image
-    shape), which the agent phases read to rebuild the model."""
-    import json
-
-    from ditto_tf.files import atomic_write_text
+def write_model_spec(logdir: str | pathlib.Path, actions: int, config: Config,
+                     discrete: bool | None = None) -> None:
+    """LOGDIR/world_model/model.json, written as the world-model phase writes it (by
+    `RunDir.save_spec`) for an image model of `config`: the agent phases read it to rebuild the
+    model. `discrete` None (unknown) leaves it out of the spec."""
     from ditto_tf.world_model import image_shape
 
-    spec = {"action_size": int(actions), "image_shape": list(image_shape(config))}
-    atomic_write_text(pathlib.Path(logdir) / "world_model" / "model.json", json.dumps(spec) + "\n")
+    RunDir(logdir).save_spec(actions, {"image": image_shape(config)}, discrete)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,9 +426,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = args.out if args.out else checkpoint_dir(args.logdir)
         info = import_checkpoint(args.pickle, config, out, args.actions, args.step)
         if args.logdir:  # what the agent phases read besides the checkpoint
-            write_model_spec(args.logdir, info["actions"], config)
-            if not (args.logdir / "config.yaml").exists():
-                absolute_paths(config).save(args.logdir / "config.yaml")
+            write_model_spec(args.logdir, info["actions"], config, info["discrete"])
+            run = RunDir(args.logdir)
+            if not run.exists():
+                absolute_paths(config).save(run.config_path)
         print(f"imported {info['loaded']} tensors ({info['parameters']:,} parameters) of a "
               f"DreamerV2 {info['kind'].replace('_', ' ')} ({info['tensors']} tensors, "
               f"discount head {'yes' if info['discount_head'] else 'no'}) -> "

@@ -13,11 +13,9 @@ so the step is the whole sampler state and a killed run resumes where its last c
 from __future__ import annotations
 
 import collections
-import json
 import math
 import pathlib
 import time
-from typing import Any
 
 import keras
 import numpy as np
@@ -25,52 +23,49 @@ import tensorflow as tf
 import tqdm
 
 from ditto_tf.checkpoints import Checkpointer
+from ditto_tf.config import Config
 from ditto_tf.data.dataset import make_dataset
 from ditto_tf.data.episodes import load_episodes
 from ditto_tf.errors import UserError
 from ditto_tf.logger import Logger, summary_line
 from ditto_tf.margin import PhaseMargin
-from ditto_tf.wm_data import data_shapes, model_shapes, save_spec, vector_statistics
+from ditto_tf.rundir import RunDir
+from ditto_tf.wm_data import data_shapes, model_shapes, vector_statistics
 from ditto_tf.world_model import WorldModel, WorldModelTrainer, video_strip
 
 VIDEO_EPISODES = 6  # DreamerV2 shows 6 sequences side by side
 
 
-def wm_dir(logdir: str | pathlib.Path) -> pathlib.Path:
-    return pathlib.Path(logdir) / "world_model"
-
-
-def train_dirs(config: Any, logdir: str | pathlib.Path) -> list[pathlib.Path]:
+def train_dirs(config: Config, logdir: str | pathlib.Path) -> list[pathlib.Path]:
     """The episode directories the world model trains on."""
-    data = pathlib.Path(logdir) / "data"
-    dirs = [data / "wm"]
+    run = RunDir(logdir)
+    dirs = [run.wm_episodes]
     if config.world_model.train_on_expert:
-        dirs.append(data / "expert" / "train")
+        dirs.append(run.expert_episodes("train"))
     for directory in dirs:
         if not directory.is_dir() or not any(directory.glob("*.npz")):
             raise UserError(f"{directory}: no episodes; run `--phase collect` first")
     return dirs
 
 
-def _action_size(config: Any, logdir: pathlib.Path) -> int:
+def _action_size(run: RunDir) -> int:
     """From model.json (written by training), else from the first episode found."""
-    spec = wm_dir(logdir) / "model.json"
-    if spec.exists():
-        return int(json.loads(spec.read_text())["action_size"])
-    for sub in ("expert/train", "wm", "expert/val"):
-        episodes = load_episodes(logdir / "data" / sub, limit=1)
+    spec = run.spec()
+    if spec is not None:
+        return int(spec["action_size"])
+    for name in ("expert_train", "wm", "expert_val"):
+        episodes = load_episodes(run.episodes(name), limit=1)
         if episodes:
             return int(episodes[0]["action"].shape[-1])
-    raise UserError(f"{spec}: missing, and no episodes under {logdir / 'data'} to infer the action size")
+    raise UserError(f"{run.model_spec}: missing, and no episodes under {run.data} to infer the action size")
 
 
-def load_world_model(config: Any, logdir: str | pathlib.Path) -> WorldModel:
+def load_world_model(config: Config, logdir: str | pathlib.Path) -> WorldModel:
     """Build the world model of `config` and restore the latest checkpoint of LOGDIR/world_model."""
-    logdir = pathlib.Path(logdir)
-    directory = wm_dir(logdir) / "checkpoints"
+    run = RunDir(logdir)
+    directory = run.wm_checkpoints
     _latest(directory)  # no checkpoint: say so before looking for its spec
-    return restore_world_model(config, directory, _action_size(config, logdir),
-                               model_shapes(config, logdir))
+    return restore_world_model(config, directory, _action_size(run), model_shapes(config, run.root))
 
 
 def _latest(directory: pathlib.Path) -> str:
@@ -80,7 +75,7 @@ def _latest(directory: pathlib.Path) -> str:
     return latest
 
 
-def restore_world_model(config: Any, directory: pathlib.Path, action_size: int,
+def restore_world_model(config: Config, directory: pathlib.Path, action_size: int,
                         shapes: dict[str, tuple[int, ...]] | None = None) -> WorldModel:
     """The one world-model loader: a model of `config` restored from the newest checkpoint in
     `directory` (the model alone: the checkpoint may also hold an optimizer)."""
@@ -94,9 +89,9 @@ def restore_world_model(config: Any, directory: pathlib.Path, action_size: int,
     return model
 
 
-def video_batch(config: Any, logdir: pathlib.Path) -> dict[str, np.ndarray] | None:
+def video_batch(config: Config, logdir: str | pathlib.Path) -> dict[str, np.ndarray] | None:
     """Up to 6 held-out expert episodes (expert/val), cut to a common length, or None."""
-    episodes = load_episodes(logdir / "data" / "expert" / "val", limit=VIDEO_EPISODES)
+    episodes = load_episodes(RunDir(logdir).expert_episodes("val"), limit=VIDEO_EPISODES)
     context = config.world_model.openloop_context
     episodes = [e for e in episodes if len(e["action"]) > context]
     if not episodes:
@@ -113,11 +108,12 @@ def openloop_report(model: WorldModel, batch: dict[str, np.ndarray], context: in
     return video_strip(truth, pred).numpy(), mse
 
 
-def run(config: Any, logdir: str | pathlib.Path) -> int:
+def run(config: Config, logdir: str | pathlib.Path) -> int:
     """Train for `world_model.steps` updates in total (resuming); returns the final step."""
-    logdir = pathlib.Path(logdir)
+    rundir = RunDir(logdir)
+    logdir = rundir.root
     wm = config.world_model
-    outdir = wm_dir(logdir)
+    outdir = rundir.world_model
     dirs = train_dirs(config, logdir)
     keras.utils.set_random_seed(config.seed)  # initial weights and latent samples
     shapes, keys = data_shapes(config, dirs)
@@ -132,10 +128,10 @@ def run(config: Any, logdir: str | pathlib.Path) -> int:
     if model.keys.mlp:  # statistics of the training data; a resumed run restores the saved ones
         model.set_statistics(vector_statistics(dirs, model.keys.mlp, config.data.skip_corrupt))
     trainer = WorldModelTrainer(model, config)
-    checkpointer = Checkpointer(outdir / "checkpoints", config.keep_checkpoints,
+    checkpointer = Checkpointer(rundir.wm_checkpoints, config.keep_checkpoints,
                                 model=model, optimizer=trainer.optimizer)
     step = checkpointer.restore()
-    save_spec(outdir, action_size, shapes)
+    rundir.save_spec(action_size, shapes, rundir.action_space(config)[1])
     if step >= wm.steps:
         print(f"world model: already trained ({step} of {wm.steps} updates) in {outdir}")
         return step

@@ -24,6 +24,7 @@ from ditto_tf.agents.actor_critic import action_dist, dist_mode, make_actor
 from ditto_tf.agents.runner import action_space, observation_shapes
 from ditto_tf.config import Config
 from ditto_tf.errors import UserError
+from ditto_tf.rundir import RunDir
 from ditto_tf.runs import LATENT_AGENTS
 # World models loaded by `load_policy`, keyed by their checkpoint: evaluating the last 10 agent
 # checkpoints builds and restores the world model once, not 10 times.
@@ -160,14 +161,14 @@ def load_policy(config: Config, logdir: str | pathlib.Path, agent: str,
 
     Pass `wm` to share one loaded world model between several latent policies.
     """
-    logdir = pathlib.Path(logdir)
+    run = RunDir(logdir)
     if agent not in (*LATENT_AGENTS, "bc"):
         raise UserError(f"agent {agent!r} is not one of ditto, dgail, dbc, bc")
     if checkpoint is None:
-        checkpoint = tf.train.latest_checkpoint(str(logdir / agent / "checkpoints"))
+        checkpoint = tf.train.latest_checkpoint(str(run.agent_checkpoints(agent)))
         if checkpoint is None:
-            raise UserError(f"{logdir / agent / 'checkpoints'}: no {agent} checkpoint; train it first")
-    act_dim, discrete = action_space(config)
+            raise UserError(f"{run.agent_checkpoints(agent)}: no {agent} checkpoint; train it first")
+    act_dim, discrete = action_space(config, run.root)
     if agent == "bc":
         return BCPolicy(config, act_dim, discrete, checkpoint, deterministic,
                         observation_shapes(config))
@@ -175,9 +176,9 @@ def load_policy(config: Config, logdir: str | pathlib.Path, agent: str,
         from ditto_tf.agents.runner import world_model_checkpoint
         from ditto_tf.wm_training import load_world_model
 
-        key = (str(logdir.resolve()), world_model_checkpoint(logdir))
+        key = (str(run.root.resolve()), world_model_checkpoint(run.root))
         if key not in _WORLD_MODELS:
             _WORLD_MODELS.clear()  # keep at most one world model alive
-            _WORLD_MODELS[key] = load_world_model(config, logdir)
+            _WORLD_MODELS[key] = load_world_model(config, run.root)
         wm = _WORLD_MODELS[key]
     return LatentPolicy(config, wm, act_dim, discrete, checkpoint, deterministic)

@@ -21,23 +21,22 @@ import tqdm
 
 from ditto_tf.agents.latents import ExpertLatents, load_expert_latents, to_state
 from ditto_tf.checkpoints import Checkpointer
+from ditto_tf.config import Config
 from ditto_tf.envs import make_env
 from ditto_tf.errors import UserError
 from ditto_tf.logger import Logger, summary_line
+from ditto_tf.rundir import RunDir
 
 Metrics = Mapping[str, Any]
 
 
-def action_space(config: Any) -> tuple[int, bool]:
-    """(action size, discrete) of the task, from a throwaway env."""
-    env = make_env(config, seed=config.seed)
-    try:
-        return env.action_size, env.discrete
-    finally:
-        env.close()
+def action_space(config: Config, logdir: str | pathlib.Path) -> tuple[int, bool]:
+    """(action size, discrete) of the run's task, from its spec (no environment is built;
+    see `RunDir.action_space` for run directories older than the spec's `discrete`)."""
+    return RunDir(logdir).action_space(config)
 
 
-def observation_shapes(config: Any) -> dict[str, tuple[int, ...]]:
+def observation_shapes(config: Config) -> dict[str, tuple[int, ...]]:
     """{observation key: shape} the task's env offers with this config (image and/or vector)."""
     from ditto_tf.obs_keys import env_shapes
 
@@ -48,9 +47,9 @@ def observation_shapes(config: Any) -> dict[str, tuple[int, ...]]:
         env.close()
 
 
-def world_model_checkpoint(logdir: pathlib.Path) -> str:
+def world_model_checkpoint(logdir: str | pathlib.Path) -> str:
     """The newest world-model checkpoint in the logdir, or a one-line error."""
-    directory = logdir / "world_model" / "checkpoints"
+    directory = RunDir(logdir).wm_checkpoints
     latest = tf.train.latest_checkpoint(str(directory))
     if latest is None:
         raise UserError(f"{directory}: no world-model checkpoint; run --phase world_model first")
@@ -75,11 +74,11 @@ class LatentSetup:
                         tf.constant(windows["logit"]) if "logit" in windows else None)
 
 
-def prepare_latent(config: Any, logdir: pathlib.Path) -> LatentSetup:
+def prepare_latent(config: Config, logdir: pathlib.Path) -> LatentSetup:
     """Load the world model from the logdir and encode (or read cached) expert latents."""
     from ditto_tf.wm_training import load_world_model  # the world-model phase owns loading
 
-    act_dim, discrete = action_space(config)
+    act_dim, discrete = action_space(config, logdir)
     wm = load_world_model(config, logdir)
     checkpoint = world_model_checkpoint(logdir)
     train = load_expert_latents(config, logdir, wm, checkpoint, "train")
@@ -100,15 +99,10 @@ def validation_windows(setup: LatentSetup, length: int, count: int, seed: int
 def already_trained(logdir: pathlib.Path, name: str, steps: int) -> bool:
     """True (and says so) when the newest checkpoint of `name` already has `steps` updates,
     so a finished phase returns without loading the world model or the data."""
-    directory = logdir / name / "checkpoints"
-    latest = tf.train.latest_checkpoint(str(directory)) if directory.is_dir() else None
-    if latest is None:
-        return False
-    try:
-        done = int(latest.rsplit("-", 1)[1])
-    except ValueError:
-        return False
-    if done >= steps:
+    run = RunDir(logdir)
+    directory = run.checkpoints(name)
+    done = run.latest_step(name)
+    if done and done >= steps:
         print(f"{name}: already trained for {done} >= {steps} updates ({directory})")
         return True
     return False
@@ -123,7 +117,7 @@ def _finite_check(name: str, metrics: Mapping[str, float], step: int, ckpt: Chec
                 f"checkpoint is kept ({latest}). Try a lower learning rate or check the world model")
 
 
-def train_loop(config: Any, logdir: pathlib.Path, name: str, steps: int,
+def train_loop(config: Config, logdir: pathlib.Path, name: str, steps: int,
                trackables: Mapping[str, Any], update: Callable[[int], Metrics],
                validate: Callable[[], Metrics] | None = None) -> int:
     """Run `update(step)` for steps [resumed step, steps); returns the final step.
@@ -131,8 +125,9 @@ def train_loop(config: Any, logdir: pathlib.Path, name: str, steps: int,
     `update(step)` gets the number of updates done before it (batches are a pure function of it,
     so a resumed run continues the same stream).
     """
-    directory = logdir / name
-    ckpt = Checkpointer(directory / "checkpoints", config.keep_checkpoints, **trackables)
+    run = RunDir(logdir)
+    directory = run.phase_dir(name)
+    ckpt = Checkpointer(run.checkpoints(name), config.keep_checkpoints, **trackables)
     start = ckpt.restore()
     if start >= steps:
         print(f"{name}: already trained for {start} >= {steps} updates ({directory})")

@@ -39,10 +39,12 @@ from ditto_tf.config import Config
 from ditto_tf.data import episodes
 from ditto_tf.errors import UserError
 from ditto_tf.files import atomic_write_text
+from ditto_tf.rundir import EPISODE_SETS, RunDir
 
 # set name -> (directory under LOGDIR/data, seed stream id). The ids keep seeds of different
 # sets apart; never renumber them or resumed datasets get different seeds.
-SETS = {"wm": ("wm", 0), "expert_train": ("expert/train", 1), "expert_val": ("expert/val", 2)}
+SETS = {name: (EPISODE_SETS[name], number)
+        for name, number in (("wm", 0), ("expert_train", 1), ("expert_val", 2))}
 Policy = Callable[[envs.Env, np.random.Generator], Any]
 
 
@@ -52,12 +54,13 @@ def episode_seed(seed: int, name: str, index: int) -> int:
 
 
 def data_dir(logdir: str | pathlib.Path) -> pathlib.Path:
-    return pathlib.Path(logdir) / "data"
+    """Collect's folder of `logdir`."""
+    return RunDir(logdir).data
 
 
 def set_dir(logdir: str | pathlib.Path, name: str) -> pathlib.Path:
     """Directory of set `name` (wm, expert_train, expert_val) in `logdir`."""
-    return data_dir(logdir) / SETS[name][0]
+    return RunDir(logdir).episodes(name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -226,10 +229,12 @@ class Manifest:
     deterministic seed.
     """
 
-    def __init__(self, logdir: str | pathlib.Path, config: Config):
-        self.root = data_dir(logdir)
-        self.path = self.root / "manifest.jsonl"
+    def __init__(self, logdir: str | pathlib.Path, config: Config,
+                 action: dict[str, Any] | None = None):
+        run = RunDir(logdir)
+        self.root, self.path, self.summary_path = run.data, run.manifest, run.summary
         self.config = config
+        self.action = action  # {size, discrete} of the env, recorded in the summary
         self.entries: dict[str, dict[str, Any]] = {}
         if self.path.exists():
             for number, line in enumerate(self.path.read_text().splitlines(), 1):
@@ -276,25 +281,21 @@ class Manifest:
         summary["expert"]["agent"] = " | ".join(agents)
         summary["task"] = self.config.task
         summary["wm_policy"] = self.config.data.wm_policy
+        if self.action is not None:
+            summary["action"] = self.action
         return summary
 
     def write(self) -> dict[str, Any]:
         lines = "".join(json.dumps(e) + "\n" for e in self._sorted())
         atomic_write_text(self.path, lines)
         summary = self.summary()
-        atomic_write_text(self.root / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(self.summary_path, json.dumps(summary, indent=2) + "\n")
         return summary
 
 
 def load_summary(logdir: str | pathlib.Path) -> dict[str, Any]:
     """The collect summary of `logdir` (expert return mean/std is the normaliser)."""
-    path = data_dir(logdir) / "summary.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found; run --phase collect first") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+    return RunDir(logdir).collect_summary()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,10 +303,11 @@ def load_summary(logdir: str | pathlib.Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _exclusive(root: pathlib.Path) -> Iterator[None]:
+def _exclusive(run: RunDir) -> Iterator[None]:
     """One collector per logdir: two would write the same episode indices."""
+    root = run.data
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".collect.lock", "w") as lock:
+    with open(run.collect_lock, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -335,14 +337,15 @@ def run(config: Config, logdir: str | pathlib.Path) -> dict[str, Any]:
     env = envs.make_env(config, seed=int(config.seed))
     keys = obs_keys.select(config, obs_keys.env_shapes(env)).stored
     policies = build_policies(config, env)
-    root = data_dir(logdir)
+    run_dir = RunDir(logdir)
+    root = run_dir.data
     existing = {name: episodes.list_episodes(set_dir(logdir, name), skip_corrupt=False)
                 for name in SETS}
     for paths in existing.values():
         _check_existing(paths, env, keys)
 
-    with _exclusive(root):
-        manifest = Manifest(logdir, config)
+    with _exclusive(run_dir):
+        manifest = Manifest(logdir, config, {"size": env.action_size, "discrete": env.discrete})
         for name in SETS:
             _remove_stale_temps(set_dir(logdir, name))
             manifest.sync(name, existing[name], policies[name][0])
@@ -356,7 +359,7 @@ def run(config: Config, logdir: str | pathlib.Path) -> dict[str, Any]:
     if expert["episodes"]:
         print(f"expert {expert['agent']} on {config.task}: return {expert['mean']:.2f} +- "
               f"{expert['std']:.2f} over {expert['episodes']} episodes "
-              f"(summary in {root / 'summary.json'})")
+              f"(summary in {run_dir.summary})")
     wm = summary["wm"]
     if wm["episodes"]:
         print(f"wm data ({config.data.wm_policy}): return {wm['mean']:.2f} +- {wm['std']:.2f} "
