@@ -19,7 +19,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import dreamerv2_reference  # noqa: E402  (tests/dreamerv2_reference.py: set-up helpers)
 
-from ditto_tf import dreamerv2
+from ditto_tf import dreamerv2, published
 from ditto_tf.config import load_config
 from ditto_tf.errors import UserError
 from ditto_tf.rundir import RunDir
@@ -128,10 +128,10 @@ def test_not_a_pickle_and_wrong_action_count(reference, tmp_path):
 
 
 def test_published_scores_are_labelled_online_rl():
-    assert dreamerv2.dreamerv2_score("atari_pong") == 18.4
-    assert dreamerv2.dreamerv2_score("atari_beam_rider") == 17917.5
-    assert dreamerv2.dreamerv2_score("gym_CartPole-v1") is None
-    assert "online RL" in dreamerv2.DREAMERV2_SCORES_LABEL
+    assert published.dreamerv2_score("atari_pong") == 18.4
+    assert published.dreamerv2_score("atari_beam_rider") == 17917.5
+    assert published.dreamerv2_score("gym_CartPole-v1") is None
+    assert "online RL" in published.DREAMERV2_SCORES_LABEL
 
 
 def _episodes(directory: pathlib.Path, count: int, length: int) -> None:
