@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 from ditto_tf import envs  # noqa: E402
 from ditto_tf.config import load_config  # noqa: E402
-from ditto_tf.data import collect  # noqa: E402
+from ditto_tf.data import collect, policies  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 CASES = {
@@ -37,14 +37,14 @@ CASES = {
 }
 
 
-def play(env: envs.Env, policy: collect.Policy, expert, seeds: list[int]) -> int:
+def play(env: envs.Env, policy: policies.Policy, expert, seeds: list[int]) -> int:
     """Play one episode per seed without recording; return the number of env steps."""
     steps = 0
     for seed in seeds:
         rng = np.random.default_rng(seed)
         obs = env.reset(seed=seed)
         if expert is not None:
-            collect._reset_expert(expert, seed)
+            policies.reset_expert(expert, seed)
         while not obs["is_last"]:
             obs = env.step(policy(env, rng))
             steps += 1
@@ -58,14 +58,14 @@ def measure(name: str, episodes: int, time_limit: int) -> dict[str, float]:
         "--data.expert_train", str(episodes), "--data.expert_val", "0",
         "--env.time_limit", str(time_limit)])
     env = envs.make_env(config, seed=0)
-    policies = collect.build_policies(config, env)
-    agent, policy, expert = policies["expert_train"]
+    sets = policies.build_policies(config, env)
+    agent, policy, expert = sets["expert_train"]
     seeds = [collect.episode_seed(config.seed, "expert_train", i) for i in range(episodes)]
     play(env, policy, expert, seeds[:1])  # warm-up: torch, rendering, first ROM load
 
     rates = {}
     start = time.perf_counter()
-    steps = play(env, collect.random_policy, None, seeds)
+    steps = play(env, policies.random_policy, None, seeds)
     rates["env"] = steps / (time.perf_counter() - start)
     start = time.perf_counter()
     steps = play(env, policy, expert, seeds)

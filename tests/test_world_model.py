@@ -16,7 +16,7 @@ from ditto_tf.checkpoints import Checkpointer
 from ditto_tf.config import Config, load_config
 from ditto_tf.data.episodes import load_episodes, save_episode
 from ditto_tf.envs import make_env
-from ditto_tf.data.collect import random_policy, rollout
+from ditto_tf.data.policies import random_policy, rollout
 from ditto_tf.errors import UserError
 from ditto_tf.world_model import WorldModel, WorldModelTrainer
 
