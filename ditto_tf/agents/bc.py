@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from ditto_tf.agents.actor_critic import Optimizer, action_dist, dist_mode
 from ditto_tf import obs_keys
-from ditto_tf.agents.runner import action_space, already_trained, train_loop
+from ditto_tf.agents.runner import action_space, already_trained, train_agent
 from ditto_tf.config import Config
 from ditto_tf.data.episodes import load_episodes
 from ditto_tf.errors import UserError
@@ -231,4 +231,4 @@ def run(config: Config, logdir: pathlib.Path) -> None:
         return {k: sum(float(c[k]) * w for c, w in zip(chunks, weights)) / sum(weights)
                 for k in chunks[0]}
 
-    train_loop(config, logdir, "bc", config.bc.steps, agent.trackables(), update, validate)
+    train_agent(config, logdir, "bc", config.bc.steps, agent.trackables(), update, validate)
