@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 from ditto_tf.config import Config
 from ditto_tf.errors import UserError
-from ditto_tf.rollout import Actor, ExpertActor, RandomActor, rollout
+from ditto_tf.driver import Actor, ExpertActor, RandomActor, drive, quotas
 from ditto_tf.rundir import RunDir, checkpoint_step, resolve_path
 from ditto_tf.runs import (AGENTS, Run, check_readable, find_runs, checkpoint_signature, env_signature,
                            list_checkpoints, offline_summary, read_json, write_json)
@@ -79,11 +79,12 @@ def _play(config: Config, protocol: Protocol, seed: int, episodes: int,
 
     envs = [make_env(config, seed + i) for i in range(min(protocol.envs, episodes))]
     try:
-        returns, lengths = rollout(envs, make_actor(envs), episodes, progress)
+        played = drive(envs, make_actor(envs), quotas(episodes, len(envs)),
+                       on_episode=None if progress is None else lambda _: progress.update(1))
     finally:
         for env in envs:
             env.close()
-    return {"returns": returns, "lengths": lengths}
+    return {"returns": [e.score for e in played], "lengths": [e.length for e in played]}
 
 
 def _load_expert(config: Config) -> Any:

@@ -30,17 +30,25 @@ from ditto_tf.rundir import RunDir
 AGENTS = ("ditto", "dgail", "dbc", "bc")
 
 
-def balancing_controller(epsilon: float) -> Callable[[Any, np.random.Generator], int]:
+def balancing_controller(epsilon: float) -> Callable[[Any], Any]:
     """A pole-balancing controller (push towards the side the pole falls to) with epsilon-random
-    actions: an expert whose action follows the state."""
-    def act(env: Any, rng: np.random.Generator) -> int:
-        _, _, angle, angular_velocity = env.native_obs
-        action = int(angle + 0.5 * angular_velocity > 0)
-        if rng.random() < epsilon:
-            action = int(rng.integers(env.action_size))
-        return action
+    actions: an expert whose action follows the state. Returns `env -> actor`."""
 
-    return act
+    class Controller:
+        def __init__(self, env: Any):
+            self.env, self.rng = env, np.random.default_rng()
+
+        def reset(self, index: int, seed: int | None = None) -> None:
+            self.rng = np.random.default_rng(seed)
+
+        def act(self, obs: Any) -> list[int]:
+            _, _, angle, angular_velocity = self.env.native_obs
+            action = int(angle + 0.5 * angular_velocity > 0)
+            if self.rng.random() < epsilon:
+                action = int(self.rng.integers(self.env.action_size))
+            return [action]
+
+    return Controller
 
 
 def agent_config(steps: int, *extra: str) -> Config:
@@ -56,11 +64,11 @@ def logdir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     config = agent_config(0)
     write_cartpole_episodes(config, RunDir(logdir).wm_episodes, count=3, seed=1)
     write_cartpole_episodes(config, RunDir(logdir).wm_episodes, count=2, seed=4,
-                            policy=balancing_controller(0.2), first_index=3)
+                            actor=balancing_controller(0.2), first_index=3)
     write_cartpole_episodes(config, RunDir(logdir).expert_episodes("train"), count=2, seed=2,
-                            policy=balancing_controller(0.0))
+                            actor=balancing_controller(0.0))
     write_cartpole_episodes(config, RunDir(logdir).expert_episodes("val"), count=2, seed=3,
-                            policy=balancing_controller(0.0))
+                            actor=balancing_controller(0.0))
     train_world_model(config, logdir)
     return logdir
 
@@ -96,7 +104,7 @@ def test_phase_trains_logs_checkpoints_resumes_and_acts(logdir: pathlib.Path, ag
     envs = VecEnv.make(config, 2, seed=5)
     obs = VecEnv.stack(envs.reset())
     for _ in range(5):
-        actions = policy(obs)
+        actions = policy.act(obs)
         assert actions.shape == (2, 2) and np.all(actions.sum(-1) == 1.0)
         obs = VecEnv.stack(envs.step(list(actions)))
     envs.close()
@@ -114,13 +122,13 @@ def test_latent_policy_filters_with_the_actions_really_taken(logdir: pathlib.Pat
     second = VecEnv.stack(envs.step([np.array([1.0, 0.0], np.float32)]))
     envs.close()
     policy = load_policy(config, logdir, "dbc")
-    policy(first)
+    policy.act(first)
     start = dict(policy.state)
     deter = {}
     for name, taken in (("left", 0), ("right", 1), ("right again", 1)):
         policy.state = dict(start)
         policy.record_actions(np.eye(2, dtype=np.float32)[[taken]])
-        policy(second)
+        policy.act(second)
         deter[name] = policy.state["deter"].numpy()  # h is deterministic given state and action
     np.testing.assert_array_equal(deter["right"], deter["right again"])
     assert np.abs(deter["left"] - deter["right"]).max() > 1e-4

@@ -15,7 +15,8 @@ import pytest
 
 import train
 from ditto_tf import envs
-from ditto_tf.data import collect, episodes, policies
+from ditto_tf.data import collect, episodes
+from ditto_tf.driver import RandomActor
 from ditto_tf.rundir import RunDir
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -209,7 +210,8 @@ def test_atari_collect_records_full_games_even_with_life_done(tmp_path):
     # The same seed with life_done off is the same game: BeamRider gives 3 lives, so a
     # life-loss episode would have ended much earlier.
     env = envs.Atari("BeamRider", size=(32, 32), time_limit=5000, seed=entry["seed"])
-    obs, length, rng = env.reset(seed=entry["seed"]), 1, np.random.default_rng(entry["seed"])
+    obs, length, actor = env.reset(seed=entry["seed"]), 1, RandomActor(env.act_space)
+    actor.reset(0, entry["seed"])
     while not obs["is_last"]:
-        obs, length = env.step(policies.random_policy(env, rng)), length + 1
+        obs, length = env.step(actor.sample()), length + 1
     assert env.info["game_over"] and length == entry["length"]

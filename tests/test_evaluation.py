@@ -25,7 +25,7 @@ from ditto_tf import sweep
 from ditto_tf.config import load_config
 from ditto_tf.envs import make_env
 from ditto_tf.evaluation import Protocol, plan, report
-from ditto_tf.rollout import RandomActor, quotas, rollout
+from ditto_tf.driver import RandomActor, drive, quotas
 from ditto_tf.scores import Score, normalize, summarize
 from ditto_tf.runs import AGENTS, find_runs
 from ditto_tf.rundir import RunDir
@@ -83,8 +83,8 @@ def test_rollout_plays_full_episodes_in_a_real_env(tiny_config):
 
     def play(count: int) -> tuple[list[float], list[int]]:
         envs = [make_env(config, 100 + i) for i in range(count)]
-        actor = RandomActor(envs[0].act_space, seed=3)
-        return rollout(envs, actor, episodes=5)
+        played = drive(envs, RandomActor(envs[0].act_space, seed=3), quotas(5, count))
+        return [e.score for e in played], [e.length for e in played]
 
     returns, lengths = play(3)
     assert len(returns) == len(lengths) == 5

@@ -1,10 +1,8 @@
 """Policies that act in the true environment from raw observation dicts, batched over envs.
 
     policy = load_policy(config, logdir, 'ditto', checkpoint)   # or 'dgail', 'dbc', 'bc'
-    obs = VecEnv.stack(vec.reset())
-    while ...:
-        actions = policy(obs)          # (N, A): one-hot rows for discrete envs, else vectors
-        obs = VecEnv.stack(vec.step(list(actions)))
+    episodes = drive(envs, policy, quotas(20, len(envs)))      # ditto_tf.driver: an actor
+    actions = policy.act(obs)          # (N, A): one-hot rows for discrete envs, else vectors
     policy.load(other_checkpoint)      # e.g. the last 10 checkpoints, world model loaded once
 
 Latent agents (DITTO, D-GAIL, D-BC) filter the frames with the world model's encoder and RSSM
@@ -61,8 +59,11 @@ class LatentPolicy:
         _restore(checkpoint, actor=self.actor)
         self.reset()
 
-    def reset(self) -> None:
-        self.state, self.prev_action = None, None
+    def reset(self, index: int | None = None, seed: int | None = None) -> None:
+        """index None: forget every env's filter state. An env's new episode needs nothing: its
+        filter restarts at the observation's `is_first`."""
+        if index is None:
+            self.state, self.prev_action = None, None
 
     @tf.function
     def _step(self, obs: dict[str, tf.Tensor], is_first: tf.Tensor, state: dict[str, tf.Tensor],
@@ -74,7 +75,7 @@ class LatentPolicy:
         action = dist_mode(dist, self.discrete) if mode else dist.sample()
         return tf.stop_gradient(action), post
 
-    def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+    def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """obs: {image (N, H, W, C) uint8 and/or vector (N, D), is_first (N,) bool, ...}
         -> actions (N, A) float32."""
         keys = [*self.wm.keys.encoder_cnn, *self.wm.keys.encoder_mlp]
@@ -117,15 +118,19 @@ class BCPolicy:
         _restore(checkpoint, bc=self.net)
         self.reset()
 
-    def reset(self) -> None:
-        self.frames = None
+    def reset(self, index: int | None = None, seed: int | None = None) -> None:
+        """index None: forget every env's frames. An env's new episode needs nothing: its stack
+        restarts at the observation's `is_first`."""
+        if index is None:
+            self.frames = None
 
     @tf.function
     def _act(self, obs: dict[str, tf.Tensor], mode: bool) -> tf.Tensor:
         dist = self.net.dist(obs)
         return dist_mode(dist, self.discrete) if mode else dist.sample()
 
-    def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+    def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """As `LatentPolicy.act`, from the last `bc.frame_stack` observations of each env."""
         from ditto_tf.agents.bc import stack_vectors
 
         current = {}

@@ -14,8 +14,8 @@ Writes, under `DIR/data/`:
 
 Episodes hold the observation keys the config reads (`obs_keys`: image and/or vector); with
 no cnn key matching `image`, frames are not even rendered. Each episode is a full game to the env's real end (Atari: game over, unclipped score). The
-expert acts on its own observation pipeline (`expert.act(env)` reads `env.native_obs`); we
-record the env's pixel frames. Episode i of a set is seeded from (config.seed, set, i), so a
+expert acts on its own observation pipeline (it reads `env.native_obs`); we record the env's
+pixel frames. Episode i of a set is seeded from (config.seed, set, i), so a
 second run tops every set up to the requested count without redoing or duplicating episodes;
 each file appears atomically, so a kill loses at most the episode in progress.
 """
@@ -36,7 +36,8 @@ import tqdm
 from ditto_tf import envs, obs_keys
 from ditto_tf.config import Config
 from ditto_tf.data import episodes
-from ditto_tf.data.policies import Policy, build_policies, rollout
+from ditto_tf.data.policies import Entry, build_policies
+from ditto_tf.driver import Episode, drive
 from ditto_tf.errors import UserError
 from ditto_tf.files import atomic_write_text
 from ditto_tf.rundir import EPISODE_SETS, RunDir
@@ -254,14 +255,15 @@ def run(config: Config, logdir: str | pathlib.Path) -> dict[str, Any]:
 
 
 def _collect_set(config: Config, logdir: str | pathlib.Path, env: envs.Env, name: str, count: int,
-                 entry: tuple[str, Policy, Any], manifest: Manifest, keys: list[str]) -> None:
+                 entry: Entry, manifest: Manifest, keys: list[str]) -> None:
     """Record the episodes of set `name` whose index in [0, count) has no file yet."""
     directory = set_dir(logdir, name)
     done = {episodes.parse_name(p)[0] for p in episodes.list_episodes(directory)}
     missing = [i for i in range(count) if i not in done]
     if not missing:
         return
-    agent, policy, expert = entry
+    agent, actor = entry
+    seeds = [episode_seed(config.seed, name, index) for index in missing]
     returns = manifest.returns(name)
     bar = tqdm.tqdm(total=count, initial=count - len(missing), desc=f"collect {SETS[name][0]}",
                     unit="ep", dynamic_ncols=True)
@@ -278,17 +280,19 @@ def _collect_set(config: Config, logdir: str | pathlib.Path, env: envs.Env, name
         if steps % 1000 == 0:
             postfix()
 
+    def save(episode: Episode) -> None:
+        nonlocal steps
+        steps += 1  # the reset frame
+        path = episodes.save_episode(directory, episode.data, missing[episode.number])
+        ret = float(np.sum(episode.data["reward"], dtype=np.float64))
+        manifest.add(name, path, agent, seeds[episode.number], ret)
+        manifest.write()
+        returns.append(ret)
+        bar.update(1)
+        postfix()
+
     try:
-        for index in missing:
-            seed = episode_seed(config.seed, name, index)
-            episode = rollout(env, policy, seed, expert, on_step, keys)
-            steps += 1  # the reset frame
-            path = episodes.save_episode(directory, episode, index)
-            ret = float(np.sum(episode["reward"], dtype=np.float64))
-            manifest.add(name, path, agent, seed, ret)
-            manifest.write()
-            returns.append(ret)
-            bar.update(1)
-            postfix()
+        drive([env], actor, [len(missing)], seeds=lambda _, number: seeds[number], record=True,
+              keys=keys, on_step=on_step, on_episode=save)
     finally:
         bar.close()
