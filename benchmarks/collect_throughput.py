@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ditto_tf import envs  # noqa: E402
+from ditto_tf import envs, obs_keys  # noqa: E402
 from ditto_tf.config import load_config  # noqa: E402
 from ditto_tf.data import collect, policies  # noqa: E402
 from ditto_tf.driver import Actor, RandomActor, drive  # noqa: E402
@@ -49,6 +49,7 @@ def measure(name: str, episodes: int, time_limit: int) -> dict[str, float]:
         "--data.expert_train", str(episodes), "--data.expert_val", "0",
         "--env.time_limit", str(time_limit)])
     env = envs.make_env(config, seed=0)
+    keys = obs_keys.select(config, obs_keys.env_shapes(env)).stored  # as collect.run records
     sets = policies.build_policies(config, env)
     agent, actor = sets["expert_train"]
     seeds = [collect.episode_seed(config.seed, "expert_train", i) for i in range(episodes)]
@@ -65,7 +66,7 @@ def measure(name: str, episodes: int, time_limit: int) -> dict[str, float]:
         manifest = collect.Manifest(logdir, config)
         start = time.perf_counter()
         collect._collect_set(config, logdir, env, "expert_train", episodes,
-                             (agent, actor), manifest)
+                             (agent, actor), manifest, keys)
         seconds = time.perf_counter() - start
         recorded = sum(e["length"] - 1 for e in manifest.entries.values())
     rates["collect"] = recorded / seconds
