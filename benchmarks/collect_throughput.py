@@ -24,11 +24,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-
-from ditto_tf import envs  # noqa: E402
+from ditto_tf import envs, obs_keys  # noqa: E402
 from ditto_tf.config import load_config  # noqa: E402
-from ditto_tf.data import collect  # noqa: E402
+from ditto_tf.data import collect, policies  # noqa: E402
+from ditto_tf.driver import Actor, RandomActor, drive  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 CASES = {
@@ -37,18 +36,10 @@ CASES = {
 }
 
 
-def play(env: envs.Env, policy: collect.Policy, expert, seeds: list[int]) -> int:
+def play(env: envs.Env, actor: Actor, seeds: list[int]) -> int:
     """Play one episode per seed without recording; return the number of env steps."""
-    steps = 0
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        obs = env.reset(seed=seed)
-        if expert is not None:
-            collect._reset_expert(expert, seed)
-        while not obs["is_last"]:
-            obs = env.step(policy(env, rng))
-            steps += 1
-    return steps
+    played = drive([env], actor, [len(seeds)], seeds=lambda _, number: seeds[number])
+    return sum(episode.length for episode in played)
 
 
 def measure(name: str, episodes: int, time_limit: int) -> dict[str, float]:
@@ -58,23 +49,24 @@ def measure(name: str, episodes: int, time_limit: int) -> dict[str, float]:
         "--data.expert_train", str(episodes), "--data.expert_val", "0",
         "--env.time_limit", str(time_limit)])
     env = envs.make_env(config, seed=0)
-    policies = collect.build_policies(config, env)
-    agent, policy, expert = policies["expert_train"]
+    keys = obs_keys.select(config, obs_keys.env_shapes(env)).stored  # as collect.run records
+    sets = policies.build_policies(config, env)
+    agent, actor = sets["expert_train"]
     seeds = [collect.episode_seed(config.seed, "expert_train", i) for i in range(episodes)]
-    play(env, policy, expert, seeds[:1])  # warm-up: torch, rendering, first ROM load
+    play(env, actor, seeds[:1])  # warm-up: torch, rendering, first ROM load
 
     rates = {}
     start = time.perf_counter()
-    steps = play(env, collect.random_policy, None, seeds)
+    steps = play(env, RandomActor(env.act_space), seeds)
     rates["env"] = steps / (time.perf_counter() - start)
     start = time.perf_counter()
-    steps = play(env, policy, expert, seeds)
+    steps = play(env, actor, seeds)
     rates["bare"] = steps / (time.perf_counter() - start)
     with tempfile.TemporaryDirectory() as logdir:
         manifest = collect.Manifest(logdir, config)
         start = time.perf_counter()
         collect._collect_set(config, logdir, env, "expert_train", episodes,
-                             (agent, policy, expert), manifest)
+                             (agent, actor), manifest, keys)
         seconds = time.perf_counter() - start
         recorded = sum(e["length"] - 1 for e in manifest.entries.values())
     rates["collect"] = recorded / seconds

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from ditto_tf.config import load_config, parse_overrides  # noqa: E402
 from ditto_tf.evaluation import EVAL_SEED, Protocol, _play, eval_config  # noqa: E402
-from ditto_tf.rollout import ExpertActor, RandomActor  # noqa: E402
+from ditto_tf.driver import ExpertActor, RandomActor  # noqa: E402
 from ditto_tf.runs import load_run_config  # noqa: E402
 
 

@@ -37,9 +37,9 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ditto_tf.errors import UserError  # noqa: E402
-from ditto_tf.rundir import resolve_path  # noqa: E402
+from ditto_tf.rundir import RunDir, resolve_path  # noqa: E402
 from ditto_tf.runs import AGENTS  # noqa: E402
-from ditto_tf.sweep import STEPS_KEY, Sweep, latest_step, plan  # noqa: E402
+from ditto_tf.sweep import STEPS_KEY, Sweep, plan  # noqa: E402
 
 # Per env: the config blocks after the env's own, and flags for every train.py call of the
 # sweep. The world model learns from the wm episodes only (not the expert train episodes), so
@@ -124,7 +124,7 @@ def run_env(setting: str, args: argparse.Namespace, extra: Sequence[str]) -> lis
     runs = plan([env], args.agents, args.experts, [horizon], seeds)
     for item in runs:
         steps = int(sweep.config(env, item.overrides())[STEPS_KEY[item.agent]])
-        done = latest_step(out / env / item.name / item.agent / "checkpoints") >= steps
+        done = RunDir(out / env / item.name).latest_step(item.agent) >= steps
         begin = time.time()
         sweep.run(item)
         timings.add(item.name, time.time() - begin, skipped=done)

@@ -24,14 +24,44 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from ditto_tf.config import Config  # noqa: E402
 from ditto_tf.errors import UserError, command  # noqa: E402
+from ditto_tf.rundir import RunDir  # noqa: E402
 
 
-def agreement(config: Any, logdir: pathlib.Path, agent: str, episodes: int,
+class Agreement:
+    """An actor that asks both the agent (its most likely action) and the expert at every step,
+    counts how often they agree, takes the action of `driver` ("agent" | "expert") and tells the
+    agent's filter the action taken."""
+
+    def __init__(self, env: Any, policy: Any, expert: Any, driver: str):
+        from ditto_tf.driver import ExpertActor
+
+        self.env, self.policy, self.driver = env, policy, driver
+        self.expert = ExpertActor([env], expert)
+        self.agree: list[bool] = []
+
+    def reset(self, index: int, seed: int | None = None) -> None:
+        """A new episode: both forget their state."""
+        self.expert.reset(index)  # no torch seeding: the expert acts as in the benchmark's runs
+        self.policy.reset()
+
+    def act(self, obs: dict[str, np.ndarray]) -> list[int]:
+        """Both choose, the driver's action is taken."""
+        mine = int(np.argmax(self.policy.act(obs)[0]))
+        theirs = int(self.expert.act(obs)[0])
+        self.agree.append(mine == theirs)
+        taken = mine if self.driver == "agent" else theirs
+        self.policy.record_actions(self.env.action_vector(taken)[None])
+        return [taken]
+
+
+def agreement(config: Config, logdir: pathlib.Path, agent: str, episodes: int,
               seed: int = 10_000) -> dict[str, tuple[float, float]]:
     """{driver ("agent" | "expert"): (agreement with the expert per step, mean episode length
     in agent steps)}; env, expert and policy are built once for both drivers."""
     from ditto_tf.agents.policy import load_policy
+    from ditto_tf.driver import drive
     from ditto_tf.envs import make_env
     from ditto_tf.experts import load_expert
 
@@ -42,22 +72,9 @@ def agreement(config: Any, logdir: pathlib.Path, agent: str, episodes: int,
     policy = load_policy(config, logdir, agent, deterministic=True)
     out = {}
     for driver in ("agent", "expert"):
-        agree, lengths = [], []
-        for episode in range(episodes):
-            obs = env.reset(seed=seed + episode)
-            expert.reset()
-            policy.reset()
-            steps = 0
-            while not obs["is_last"]:
-                mine = int(np.argmax(policy({k: np.asarray(v)[None] for k, v in obs.items()})[0]))
-                theirs = int(expert.act(env))
-                agree.append(mine == theirs)
-                taken = mine if driver == "agent" else theirs
-                policy.record_actions(env.action_vector(taken)[None])
-                obs = env.step(taken)
-                steps += 1
-            lengths.append(steps)
-        out[driver] = (float(np.mean(agree)), float(np.mean(lengths)))
+        actor = Agreement(env, policy, expert, driver)
+        played = drive([env], actor, [episodes], seeds=lambda _, episode: seed + episode)
+        out[driver] = (float(np.mean(actor.agree)), float(np.mean([e.length for e in played])))
     env.close()
     return out
 
@@ -76,7 +93,7 @@ def main() -> None:
     print("| agent | agent drives: agreement | episode length | expert drives: agreement | episode length |")
     print("|---|---|---|---|---|")
     for agent in args.agents:
-        if not (args.logdir / agent / "checkpoints").is_dir():
+        if not RunDir(args.logdir).checkpoints(agent).is_dir():
             continue
         result = agreement(config, args.logdir, agent, args.episodes)
         own, exp = result["agent"], result["expert"]

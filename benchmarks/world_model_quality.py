@@ -32,6 +32,7 @@ from ditto_tf.config import load_config  # noqa: E402
 from ditto_tf.data.episodes import load_episodes  # noqa: E402
 from ditto_tf.wm_training import load_world_model, run, train_dirs  # noqa: E402
 from ditto_tf.world_model import WorldModel  # noqa: E402
+from ditto_tf.rundir import RunDir
 
 
 def windows(episodes: list[dict], size: int, stride: int) -> dict[str, np.ndarray]:
@@ -74,7 +75,7 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     config = load_config(args.configs, ["--world_model.steps", str(args.steps), "--precision",
                                         "float32", *overrides])
-    val = load_episodes(args.logdir / "data" / "expert" / "val")
+    val = load_episodes(RunDir(args.logdir).expert_episodes("val"))
     batch = windows(val, args.context + args.horizon, args.stride)
     train = [e for d in train_dirs(config, args.logdir) for e in load_episodes(d, limit=20)]
     mean_frame = np.concatenate([e["image"] for e in train]).astype(np.float32).mean(0) / 255

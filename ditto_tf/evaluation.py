@@ -30,9 +30,9 @@ from typing import Any, Callable, Sequence
 
 from ditto_tf.config import Config
 from ditto_tf.errors import UserError
-from ditto_tf.rollout import Actor, ExpertActor, RandomActor, rollout
-from ditto_tf.rundir import resolve_path
-from ditto_tf.runs import (AGENTS, Run, check_readable, find_runs, checkpoint_signature, checkpoint_step, env_signature,
+from ditto_tf.driver import Actor, ExpertActor, RandomActor, drive, quotas
+from ditto_tf.rundir import RunDir, checkpoint_step, resolve_path
+from ditto_tf.runs import (AGENTS, Run, check_readable, find_runs, checkpoint_signature, env_signature,
                            list_checkpoints, offline_summary, read_json, write_json)
 from ditto_tf.scores import RunResult, summarize
 
@@ -79,11 +79,12 @@ def _play(config: Config, protocol: Protocol, seed: int, episodes: int,
 
     envs = [make_env(config, seed + i) for i in range(min(protocol.envs, episodes))]
     try:
-        returns, lengths = rollout(envs, make_actor(envs), episodes, progress)
+        played = drive(envs, make_actor(envs), quotas(episodes, len(envs)),
+                       on_episode=None if progress is None else lambda _: progress.update(1))
     finally:
         for env in envs:
             env.close()
-    return {"returns": returns, "lengths": lengths}
+    return {"returns": [e.score for e in played], "lengths": [e.length for e in played]}
 
 
 def _load_expert(config: Config) -> Any:
@@ -97,7 +98,7 @@ def _manifest_expert(logdirs: Sequence[pathlib.Path]) -> dict[str, Any] | None:
     when the expert itself cannot be loaded at evaluation time."""
     for logdir in logdirs:
         rows = []
-        for line in _lines(logdir / "data" / "manifest.jsonl"):
+        for line in _lines(RunDir(logdir).manifest):
             if line.get("set") in ("expert_train", "expert_val") and "return" in line:
                 rows.append(line)
         if rows:
@@ -134,12 +135,13 @@ class _References:
     def add(self, logdir: pathlib.Path) -> None:
         """Use (and later write) the caches of `logdir` and of the run owning its data: a sweep
         run's `data` links to the shared stage, so all runs of an env share one measurement."""
-        owner = (logdir / "data").resolve().parent if (logdir / "data").is_symlink() else logdir
+        data = RunDir(logdir).data
+        owner = data.resolve().parent if data.is_symlink() else logdir
         for directory in (logdir, owner):
             if directory in self.logdirs:
                 continue
             self.logdirs.append(directory)
-            cached = read_json(directory / "eval" / "reference.json") or {}
+            cached = read_json(RunDir(directory).reference_scores) or {}
             for who in ("random", "expert"):
                 entry = cached.get(who)
                 if who not in self.data and isinstance(entry, dict) and entry.get("key") == self.key:
@@ -182,7 +184,7 @@ class _References:
         entries = {who: {**data, "key": self.key} for who, data in self.data.items()
                    if data.get("source") != "manifest"}
         for logdir in self.logdirs:
-            path = logdir / "eval" / "reference.json"
+            path = RunDir(logdir).reference_scores
             if read_json(path) != entries:
                 write_json(path, entries)
 
@@ -372,11 +374,11 @@ def report(logdirs: Sequence[str | pathlib.Path], out: str | pathlib.Path | None
 def default_out(logdirs: Sequence[pathlib.Path]) -> pathlib.Path:
     """LOGDIR/eval for one run; the runs' common parent + /eval for several."""
     if len(logdirs) == 1:
-        return logdirs[0] / "eval"
+        return RunDir(logdirs[0]).eval_dir
     common = pathlib.Path(os.path.commonpath([str(d) for d in logdirs]))
     if common == pathlib.Path(common.anchor):
         raise UserError("the run directories share no parent folder; give --out DIR")
-    return common / "eval"
+    return RunDir(common).eval_dir
 
 
 def phase(config: Config, logdir: pathlib.Path) -> None:

@@ -11,6 +11,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from ditto_tf.rundir import METRICS
+
 
 class Logger:
     """Collects scalars and videos, then writes them at a step.
@@ -25,9 +27,10 @@ class Logger:
         self._writer = tf.summary.create_file_writer(str(self.logdir / subdir) if subdir else str(self.logdir))
         self._scalars: dict[str, float] = {}
         self._videos: dict[str, np.ndarray] = {}
-        _drop_torn_line(self.logdir / "metrics.jsonl")
+        self.metrics_path = self.logdir / METRICS
+        _drop_torn_line(self.metrics_path)
         if resume_step is not None:
-            _drop_rows_after(self.logdir / "metrics.jsonl", resume_step)
+            _drop_rows_after(self.metrics_path, resume_step)
 
     def scalar(self, name: str, value: Any) -> None:
         self._scalars[name] = float(np.asarray(value))
@@ -45,7 +48,7 @@ class Logger:
         scalars, self._scalars = self._scalars, {}
         videos, self._videos = self._videos, {}
         if scalars:
-            with (self.logdir / "metrics.jsonl").open("a") as f:
+            with self.metrics_path.open("a") as f:
                 f.write(json.dumps({"step": int(step), **scalars}) + "\n")
         with self._writer.as_default(step=int(step)):
             for name, value in scalars.items():

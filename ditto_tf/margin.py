@@ -34,9 +34,11 @@ import tensorflow as tf
 
 from ditto_tf.agents.eq8 import eq8
 from ditto_tf.agents.latents import GROUP, Encoder, ExpertLatents, encode_episodes, to_state
+from ditto_tf.config import Config
 from ditto_tf.data.episodes import load_episodes
 from ditto_tf.errors import UserError
 from ditto_tf.files import atomic_write_text
+from ditto_tf.rundir import RunDir
 
 # row -> (latent, reward form): forms apply to z; h enters eq. 8 as is; feat with z sampled.
 ROWS = {"z_sample": ("stoch", "sample"), "z_probs": ("stoch", "probs"),
@@ -44,7 +46,6 @@ ROWS = {"z_sample": ("stoch", "sample"), "z_probs": ("stoch", "probs"),
 EXPERT, RANDOM, SAMPLED = "expert", "random", "expert, sampled"
 PHASE_STARTS = 32  # start states of the in-phase measurement (fixed across the phase)
 PHASE_STEPS = 128  # steps of each held-out episode encoded for it (the filter runs from step 0)
-FILE = "margin.json"
 
 
 @dataclass
@@ -139,7 +140,7 @@ class PhaseMargin:
     held-out expert episodes, re-encoded with the current weights each time, and a fixed set of
     `PHASE_STARTS` start states among them. `seconds` sums the time spent, to keep it cheap."""
 
-    def __init__(self, config: Any, logdir: pathlib.Path, episodes: list[dict[str, np.ndarray]]):
+    def __init__(self, config: Config, logdir: pathlib.Path, episodes: list[dict[str, np.ndarray]]):
         self.config, self.logdir = config, logdir
         self.episodes = [{k: v[:PHASE_STEPS] for k, v in e.items()} for e in episodes]
         self.horizon = int(config.agent.horizon)
@@ -149,9 +150,9 @@ class PhaseMargin:
         self.seconds = 0.0
 
     @classmethod
-    def create(cls, config: Any, logdir: pathlib.Path) -> "PhaseMargin | None":
+    def create(cls, config: Config, logdir: pathlib.Path) -> "PhaseMargin | None":
         """None (and says why) when there are no held-out expert episodes long enough."""
-        directory = logdir / "data" / "expert" / "val"
+        directory = RunDir(logdir).expert_episodes("val")
         episodes = load_episodes(directory, limit=GROUP, skip_corrupt=config.data.skip_corrupt)
         episodes = [e for e in episodes if len(e["action"]) > config.agent.horizon + 1]
         if not episodes:
@@ -171,13 +172,13 @@ class PhaseMargin:
         self.last = measure(wm.rssm, latents, self.horizon, seed=self.config.seed, starts=self.starts)
         self.seconds += time.perf_counter() - begin
         record = {"step": step, "seconds": self.seconds, **self.last.to_json()}
-        atomic_write_text(self.logdir / "world_model" / FILE, json.dumps(record) + "\n")
+        atomic_write_text(RunDir(self.logdir).margin, json.dumps(record) + "\n")
         return self.last
 
 
 def last_margins(logdir: str | pathlib.Path) -> dict[str, Any] | None:
     """The latest in-phase measurement (`step`, `margins`, `rewards`, ...) of a run, or None."""
-    path = pathlib.Path(logdir) / "world_model" / FILE
+    path = RunDir(logdir).margin
     if not path.exists():
         return None
     try:

@@ -19,13 +19,14 @@ from typing import Any, Callable, Sequence
 from ditto_tf.config import Config
 from ditto_tf.files import atomic_write_text
 from ditto_tf.logger import format_seconds
+from ditto_tf.rundir import RunDir
 
 PhaseFunction = Callable[[Config, pathlib.Path], Any]
 
 
 def _save_timings(logdir: pathlib.Path, timings: dict[str, float]) -> None:
     """Merge this invocation's phase times into LOGDIR/timings.json (a resumed run adds up)."""
-    path = logdir / "timings.json"
+    path = RunDir(logdir).timings
     try:
         old = json.loads(path.read_text())
         old = old if isinstance(old, dict) else {}
@@ -39,16 +40,17 @@ def _save_timings(logdir: pathlib.Path, timings: dict[str, float]) -> None:
 def summary_lines(config: Config, logdir: pathlib.Path, agents: Sequence[str],
                   timings: dict[str, float]) -> list[str]:
     """Where everything is, how long each phase took, and how to look at it."""
+    run = RunDir(logdir)
     d = logdir
     lines = ["", f"done: {config.task} in {format_seconds(sum(timings.values()))} "
              f"({', '.join(f'{k} {format_seconds(v)}' for k, v in timings.items())})",
-             f"  config        {d / 'config.yaml'}",
-             f"  episodes      {d / 'data'}  (wm/, expert/train/, expert/val/, manifest.jsonl)",
-             f"  world model   {d / 'world_model'}  (checkpoints/, metrics.jsonl, TensorBoard)"]
+             f"  config        {run.config_path}",
+             f"  episodes      {run.data}  (wm/, expert/train/, expert/val/, manifest.jsonl)",
+             f"  world model   {run.world_model}  (checkpoints/, metrics.jsonl, TensorBoard)"]
     for agent in agents:
-        lines.append(f"  {agent:<13} {d / agent}  (checkpoints/, metrics.jsonl, TensorBoard)")
-    lines += [f"  results       {d / 'eval'}  (results.md, results.csv, *.png)",
-              f"  timings       {d / 'timings.json'}",
+        lines.append(f"  {agent:<13} {run.agent_dir(agent)}  (checkpoints/, metrics.jsonl, TensorBoard)")
+    lines += [f"  results       {run.eval_dir}  (results.md, results.csv, *.png)",
+              f"  timings       {run.timings}",
               f"view the training curves: tensorboard --logdir {d}",
               f"re-evaluate: python evaluate.py {d}"]
     return lines
@@ -72,7 +74,7 @@ def run_all(config: Config, logdir: pathlib.Path, phases: Sequence[str],
         _save_timings(logdir, {name: timings[name]})
     print("\n== evaluation ==", flush=True)
     begin = time.time()
-    agents = [a for a in AGENTS if a in phases and (logdir / a / "checkpoints").is_dir()]
+    agents = [a for a in AGENTS if a in phases and RunDir(logdir).agent_checkpoints(a).is_dir()]
     protocol = Protocol(config.eval.checkpoints, config.eval.episodes, config.eval.envs)
     result = report([logdir], protocol=protocol, agents=agents)
     timings["evaluate"] = time.time() - begin

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from ditto_tf import published
 from ditto_tf.files import atomic_path, atomic_write_text
 from ditto_tf.runs import AGENTS, OFFLINE_KEYS, Run, offline_curves
 from ditto_tf.scores import summarize
@@ -29,21 +30,14 @@ COLUMNS = ["env", "agent", "n_expert", "horizon", "seeds", "checkpoints", "episo
 
 def dreamerv2_score(task: str) -> float:
     """DreamerV2's published final Atari score for `task` (online RL with the true reward and
-    sticky actions: a reference, not a baseline) from `ditto_tf.dreamerv2`; NaN if none."""
-    try:
-        from ditto_tf.dreamerv2 import dreamerv2_score as published
-    except ImportError:  # optional module
-        return math.nan
-    score = published(task)
+    sticky actions: a reference, not a baseline) from `ditto_tf.published`; NaN if none."""
+    score = published.dreamerv2_score(task)
     return math.nan if score is None else float(score)
 
 
 def dreamerv2_label() -> str:
-    try:
-        from ditto_tf.dreamerv2 import DREAMERV2_SCORES_LABEL
-    except ImportError:
-        return "DreamerV2 (online RL, sticky actions)"
-    return DREAMERV2_SCORES_LABEL
+    """The legend and column label of the published DreamerV2 scores."""
+    return published.DREAMERV2_SCORES_LABEL
 
 
 # ----------------------------------------------------------------------------- aggregation

@@ -20,7 +20,7 @@ import numpy as np
 from ditto_tf.config import Config
 from ditto_tf.errors import UserError
 from ditto_tf.files import atomic_write_text
-from ditto_tf.rundir import RunDir, resolve_path
+from ditto_tf.rundir import RunDir, checkpoint_state, checkpoint_step, resolve_path
 
 AGENTS = ("ditto", "dgail", "dbc", "bc")
 LATENT_AGENTS = ("ditto", "dgail", "dbc")  # act on world-model states
@@ -54,12 +54,16 @@ class Run:
         return int(self.config.seed)
 
     @property
+    def rundir(self) -> RunDir:
+        return RunDir(self.logdir)
+
+    @property
     def checkpoint_dir(self) -> pathlib.Path:
-        return self.logdir / self.agent / "checkpoints"
+        return self.rundir.agent_checkpoints(self.agent)
 
     @property
     def cache_dir(self) -> pathlib.Path:
-        return self.logdir / "eval" / self.agent
+        return self.rundir.eval_cache(self.agent)
 
     @property
     def name(self) -> str:
@@ -78,36 +82,21 @@ def find_runs(logdirs: Iterable[str | pathlib.Path], agents: Sequence[str] = AGE
         if not logdir.is_dir():
             raise UserError(f"{logdir}: no such run directory")
         config = load_run_config(logdir)
-        found = [Run(logdir, a, config) for a in agents if (logdir / a).is_dir()]
+        found = [Run(logdir, a, config) for a in agents if RunDir(logdir).agent_dir(a).is_dir()]
         if not found:
             raise UserError(f"{logdir}: no trained agent (expected one of {', '.join(agents)}/)")
         runs.extend(found)
     return runs
 
 
-def checkpoint_step(prefix: str) -> int:
-    """The step in a CheckpointManager prefix `.../ckpt-<step>`."""
-    try:
-        return int(pathlib.Path(prefix).name.rsplit("-", 1)[1])
-    except (IndexError, ValueError):
-        raise UserError(f"{prefix}: not a checkpoint name of the form ckpt-<step>") from None
-
-
 def list_checkpoints(run: Run, count: int) -> list[str]:
     """The last `count` checkpoint prefixes of an agent, oldest first, each checked to exist."""
-    import tensorflow as tf
-
     directory = run.checkpoint_dir
     if not (directory / "checkpoint").is_file():
         raise UserError(f"{directory}: no checkpoint (train the agent first: --phase {run.agent})")
-    try:
-        state = tf.train.get_checkpoint_state(str(directory))
-    except Exception as e:  # a damaged index file is a text-format parse error
-        raise UserError(f"{directory}/checkpoint: unreadable ({type(e).__name__})") from None
-    prefixes = list(state.all_model_checkpoint_paths) if state else []
+    _, prefixes = checkpoint_state(directory)  # joined onto the directory, as TensorFlow does
     if not prefixes:
         raise UserError(f"{directory}/checkpoint: lists no checkpoints")
-    # get_checkpoint_state already joins the directory onto the relative names it stores
     prefixes = sorted(prefixes, key=checkpoint_step)[-count:]
     for prefix in prefixes:
         if not pathlib.Path(prefix + ".index").is_file() or not list(
@@ -189,7 +178,7 @@ def read_metrics(path: pathlib.Path) -> list[dict[str, float]]:
 
 def offline_curves(run: Run) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{'latent_distance' | 'action_accuracy': (steps, values)} from the agent's training log."""
-    rows = read_metrics(run.logdir / run.agent / "metrics.jsonl")
+    rows = read_metrics(run.rundir.metrics(run.agent))
     curves = {}
     for name, candidates in OFFLINE_KEYS.items():
         for key in candidates:

@@ -35,7 +35,7 @@ from typing import Sequence
 
 from ditto_tf.config import load_config
 from ditto_tf.errors import UserError, command
-from ditto_tf.rundir import resolve_path
+from ditto_tf.rundir import WORLD_MODEL, RunDir, resolve_path
 from ditto_tf.runs import AGENTS, HORIZON_AGENTS
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -91,21 +91,6 @@ def shard(runs: Sequence[SweepRun], spec: str | None) -> list[SweepRun]:
     return [r for k, r in enumerate(runs) if k % count == index]
 
 
-def latest_step(directory: pathlib.Path) -> int:
-    """Step of the newest checkpoint in a CheckpointManager directory (0 if none)."""
-    state = directory / "checkpoint"
-    if not state.is_file():
-        return 0
-    for line in state.read_text().splitlines():
-        if line.startswith("model_checkpoint_path:"):
-            name = line.split(":", 1)[1].strip().strip('"')
-            try:
-                return int(name.rsplit("-", 1)[1])
-            except (IndexError, ValueError):
-                return 0
-    return 0
-
-
 class Sweep:
     """Runs the plan with `train.py`, printing each command."""
 
@@ -134,10 +119,10 @@ class Sweep:
         logdir = self.out / env / "shared"
         flags = ["--data.expert_train", str(max_experts)]
         steps = int(self.config(env, flags).world_model.steps)
-        if latest_step(logdir / "world_model" / "checkpoints") >= steps:
+        if RunDir(logdir).latest_step(WORLD_MODEL) >= steps:
             print(f"# {logdir}: world model done ({steps} steps), skipped")
             return logdir
-        for phase in ("collect", "world_model"):
+        for phase in ("collect", WORLD_MODEL):
             self.execute(self.command(env, logdir, phase, flags))
         return logdir
 
@@ -145,17 +130,17 @@ class Sweep:
         """Train one agent in its own logdir over the shared data and world model."""
         shared = self.out / item.env / "shared"
         logdir = self.out / item.env / item.name
-        if not (shared / "world_model" / "checkpoints" / "checkpoint").is_file() and not self.dry_run:
+        if not (RunDir(shared).wm_checkpoints / "checkpoint").is_file() and not self.dry_run:
             raise UserError(f"{shared}: no world model; run the shared stage first "
                             "(--stage shared, or copy it from the machine that trained it)")
         if not self.dry_run:
             logdir.mkdir(parents=True, exist_ok=True)
-            for name in ("data", "world_model"):
-                link = logdir / name
+            run, source = RunDir(logdir), RunDir(shared)
+            for link, target in ((run.data, source.data), (run.world_model, source.world_model)):
                 if not link.exists() and not link.is_symlink():
-                    link.symlink_to(os.path.join("..", "shared", name))
+                    link.symlink_to(os.path.join("..", shared.name, target.name))
         steps = int(self.config(item.env, item.overrides())[STEPS_KEY[item.agent]])
-        if latest_step(logdir / item.agent / "checkpoints") >= steps:
+        if RunDir(logdir).latest_step(item.agent) >= steps:
             print(f"# {logdir}: {item.agent} done ({steps} steps), skipped")
         else:
             self.execute(self.command(item.env, logdir, item.agent, item.overrides()))

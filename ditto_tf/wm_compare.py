@@ -28,7 +28,7 @@ import tensorflow as tf
 from ditto_tf.config import Config
 from ditto_tf.data.episodes import list_episodes, load_episode
 from ditto_tf.errors import UserError
-from ditto_tf.rundir import resolve_path
+from ditto_tf.rundir import RunDir, resolve_path
 from ditto_tf.files import atomic_path, atomic_write_text
 
 HORIZONS = (15, 45)
@@ -55,7 +55,7 @@ def parse_models(models: Sequence[str]) -> list[tuple[str, pathlib.Path]]:
 
 def model_config(path: pathlib.Path, default: Any) -> Any:
     """A logdir's own config.yaml (its world model was built from it), else `default`."""
-    if (path / "config.yaml").is_file():
+    if RunDir(path).exists():
         from ditto_tf.runs import load_run_config
 
         return load_run_config(path)
@@ -155,7 +155,7 @@ def run(config: Config, models: Sequence[str], episodes: str | pathlib.Path,
         out: str | pathlib.Path, max_episodes: int = 10, actions: int | None = None) -> str:
     """Compare `models` (checkpoint dirs or logdirs, optionally NAME=PATH) on `episodes`;
     writes the report into `out` and returns the markdown table."""
-    from ditto_tf.wm_training import restore_world_model, wm_dir
+    from ditto_tf.wm_training import restore_world_model
 
     parsed = parse_models(models)
     context = int(config.world_model.openloop_context)
@@ -173,7 +173,8 @@ def run(config: Config, models: Sequence[str], episodes: str | pathlib.Path,
         if shape != image_shape(cfg):
             raise UserError(f"{episodes}: images are {shape}, model {name} ({path}) expects "
                             f"{image_shape(cfg)}")
-        directory = wm_dir(path) / "checkpoints" if wm_dir(path).is_dir() else path  # logdir or not
+        run = RunDir(path)
+        directory = run.wm_checkpoints if run.world_model.is_dir() else path  # logdir or not
         model = restore_world_model(cfg, directory, actions)
         results[name], frames = evaluate(model, batch, context)
         truth = batch["image"][0].astype(np.float32) / 255.0

@@ -2,20 +2,17 @@
 
     shapes, keys = data_shapes(config, dirs)        # {image: (64, 64, 1), vector: (4,)}, [vector]
     stats = vector_statistics(dirs, ['vector'])     # {vector: (mean (D,), std (D,))}
-    save_spec(LOGDIR / 'world_model', action_size, shapes)   # model.json
     shapes = model_shapes(config, logdir)           # what load_world_model builds
 
-`model.json` holds `action_size`, `image_shape` (for tools that read only images) and, unless the
-model reads images only, `obs_shapes`; a spec without `obs_shapes` (image models, the DreamerV2
-import) is an image model.
+The spec `model.json` is written and read by `ditto_tf.rundir.RunDir` (`save_spec`, `spec`); a
+spec without `obs_shapes` (image models, the DreamerV2 import) is an image model.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
 import zipfile
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -23,7 +20,7 @@ from ditto_tf import obs_keys
 from ditto_tf.config import Config
 from ditto_tf.data.episodes import OBS_KEYS, list_episodes
 from ditto_tf.errors import UserError
-from ditto_tf.files import atomic_write_text
+from ditto_tf.rundir import RunDir
 
 # Floor of the per-dimension standard deviation: a dimension that barely varies in the data
 # (e.g. LunarLander's leg contacts in some datasets) must not be blown up by 1 / std.
@@ -61,29 +58,10 @@ def data_shapes(config: Config, dirs: Sequence[pathlib.Path]) -> tuple[dict[str,
     return {k: shapes[k] for k in keys.stored}, keys.stored
 
 
-def save_spec(directory: pathlib.Path, action_size: int, shapes: dict[str, tuple[int, ...]]) -> None:
-    """Write `model.json` (atomically, only when it changes)."""
-    spec: dict[str, Any] = {"action_size": int(action_size)}
-    if "image" in shapes:
-        spec["image_shape"] = [int(s) for s in shapes["image"]]
-    if set(shapes) != {"image"}:  # an image model's spec stays as before (and as the import writes)
-        spec["obs_shapes"] = {k: [int(s) for s in v] for k, v in shapes.items()}
-    path = directory / "model.json"
-    if not path.exists() or json.loads(path.read_text()) != spec:
-        atomic_write_text(path, json.dumps(spec) + "\n")
-
-
-def model_shapes(config: Config, logdir: pathlib.Path) -> dict[str, tuple[int, ...]] | None:
+def model_shapes(config: Config, logdir: str | pathlib.Path) -> dict[str, tuple[int, ...]] | None:
     """The observation shapes the logdir's world model was trained on (None: an image model
     of the config's env.size, as the DreamerV2 import writes it)."""
-    path = pathlib.Path(logdir) / "world_model" / "model.json"
-    try:
-        spec = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
-    shapes = spec.get("obs_shapes")
+    shapes = (RunDir(logdir).spec() or {}).get("obs_shapes")
     return {k: tuple(int(s) for s in v) for k, v in shapes.items()} if shapes else None
 
 

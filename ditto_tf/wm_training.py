@@ -12,65 +12,59 @@ so the step is the whole sampler state and a killed run resumes where its last c
 
 from __future__ import annotations
 
-import collections
-import json
 import math
 import pathlib
-import time
-from typing import Any
+from typing import Mapping
 
 import keras
 import numpy as np
 import tensorflow as tf
-import tqdm
 
 from ditto_tf.checkpoints import Checkpointer
+from ditto_tf.config import Config
 from ditto_tf.data.dataset import make_dataset
 from ditto_tf.data.episodes import load_episodes
 from ditto_tf.errors import UserError
-from ditto_tf.logger import Logger, summary_line
+from ditto_tf.logger import Logger
 from ditto_tf.margin import PhaseMargin
-from ditto_tf.wm_data import data_shapes, model_shapes, save_spec, vector_statistics
+from ditto_tf.rundir import RunDir
+from ditto_tf.training import Phase, train_loop
+from ditto_tf.wm_data import data_shapes, model_shapes, vector_statistics
 from ditto_tf.world_model import WorldModel, WorldModelTrainer, video_strip
 
 VIDEO_EPISODES = 6  # DreamerV2 shows 6 sequences side by side
 
 
-def wm_dir(logdir: str | pathlib.Path) -> pathlib.Path:
-    return pathlib.Path(logdir) / "world_model"
-
-
-def train_dirs(config: Any, logdir: str | pathlib.Path) -> list[pathlib.Path]:
+def train_dirs(config: Config, logdir: str | pathlib.Path) -> list[pathlib.Path]:
     """The episode directories the world model trains on."""
-    data = pathlib.Path(logdir) / "data"
-    dirs = [data / "wm"]
+    run = RunDir(logdir)
+    dirs = [run.wm_episodes]
     if config.world_model.train_on_expert:
-        dirs.append(data / "expert" / "train")
+        dirs.append(run.expert_episodes("train"))
     for directory in dirs:
         if not directory.is_dir() or not any(directory.glob("*.npz")):
             raise UserError(f"{directory}: no episodes; run `--phase collect` first")
     return dirs
 
 
-def _action_size(config: Any, logdir: pathlib.Path) -> int:
+def _action_size(run: RunDir) -> int:
     """From model.json (written by training), else from the first episode found."""
-    spec = wm_dir(logdir) / "model.json"
-    if spec.exists():
-        return int(json.loads(spec.read_text())["action_size"])
-    for sub in ("expert/train", "wm", "expert/val"):
-        episodes = load_episodes(logdir / "data" / sub, limit=1)
+    spec = run.spec()
+    if spec is not None:
+        return int(spec["action_size"])
+    for name in ("expert_train", "wm", "expert_val"):
+        episodes = load_episodes(run.episodes(name), limit=1)
         if episodes:
             return int(episodes[0]["action"].shape[-1])
-    raise UserError(f"{spec}: missing, and no episodes under {logdir / 'data'} to infer the action size")
+    raise UserError(f"{run.model_spec}: missing, and no episodes under {run.data} to infer the action size")
 
 
-def load_world_model(config: Any, logdir: str | pathlib.Path) -> WorldModel:
+def load_world_model(config: Config, logdir: str | pathlib.Path) -> WorldModel:
     """Build the world model of `config` and restore the latest checkpoint of LOGDIR/world_model."""
-    logdir = pathlib.Path(logdir)
-    directory = wm_dir(logdir) / "checkpoints"
+    run = RunDir(logdir)
+    directory = run.wm_checkpoints
     _latest(directory)  # no checkpoint: say so before looking for its spec
-    return restore_world_model(config, directory, _action_size(config, logdir),
-                               model_shapes(config, logdir))
+    return restore_world_model(config, directory, _action_size(run), model_shapes(config, run.root))
 
 
 def _latest(directory: pathlib.Path) -> str:
@@ -80,7 +74,7 @@ def _latest(directory: pathlib.Path) -> str:
     return latest
 
 
-def restore_world_model(config: Any, directory: pathlib.Path, action_size: int,
+def restore_world_model(config: Config, directory: pathlib.Path, action_size: int,
                         shapes: dict[str, tuple[int, ...]] | None = None) -> WorldModel:
     """The one world-model loader: a model of `config` restored from the newest checkpoint in
     `directory` (the model alone: the checkpoint may also hold an optimizer)."""
@@ -94,9 +88,9 @@ def restore_world_model(config: Any, directory: pathlib.Path, action_size: int,
     return model
 
 
-def video_batch(config: Any, logdir: pathlib.Path) -> dict[str, np.ndarray] | None:
+def video_batch(config: Config, logdir: str | pathlib.Path) -> dict[str, np.ndarray] | None:
     """Up to 6 held-out expert episodes (expert/val), cut to a common length, or None."""
-    episodes = load_episodes(logdir / "data" / "expert" / "val", limit=VIDEO_EPISODES)
+    episodes = load_episodes(RunDir(logdir).expert_episodes("val"), limit=VIDEO_EPISODES)
     context = config.world_model.openloop_context
     episodes = [e for e in episodes if len(e["action"]) > context]
     if not episodes:
@@ -113,11 +107,61 @@ def openloop_report(model: WorldModel, batch: dict[str, np.ndarray], context: in
     return video_strip(truth, pred).numpy(), mse
 
 
-def run(config: Any, logdir: str | pathlib.Path) -> int:
+class _Reports:
+    """The world model's reports at `video_every` updates and at the end: open-loop videos and
+    errors of held-out expert episodes, and DITTO's signal margin (`eval/ditto_margin_*`)."""
+
+    def __init__(self, config: Config, model: WorldModel, logdir: pathlib.Path):
+        self.config, self.model = config, model
+        self.videos = video_batch(config, logdir)
+        self.margin = PhaseMargin.create(config, logdir)
+
+    def after_update(self, step: int, logger: Logger) -> dict[str, float]:
+        wm, model, headline = self.config.world_model, self.model, {}
+        if step % wm.video_every and step != wm.steps:
+            return headline
+        if self.videos is not None and model.decoder is not None:
+            video, mse = openloop_report(model, self.videos, wm.openloop_context)
+            logger.video("openl_image", video)
+            logger.scalar("eval/openl_mse", mse)
+            headline["openl_mse"] = mse
+        if self.videos is not None and model.mlp_decoder is not None:  # no picture of a vector
+            error = float(model.open_loop_vector(model.preprocess(self.videos), wm.openloop_context))
+            logger.scalar("eval/openl_vector_mse", error)
+            headline["openl_vector_mse"] = error
+        if self.margin is not None:
+            logger.scalars(self.margin(model, step).scalars(), prefix="eval/")
+        return headline
+
+    def summary(self, seconds: float) -> str:
+        margin = self.margin
+        if margin is None or margin.last is None:
+            return ""
+        return (f"; DITTO margin (expert / random actions - 1, H={margin.horizon}): "
+                f"{margin.last.summary()} [{margin.seconds:.1f} s, "
+                f"{margin.seconds / max(seconds, 1e-9):.1%} of the phase]")
+
+
+def _stop_on_nonfinite(name: str, metrics: Mapping[str, float], update: int,
+                       checkpointer: Checkpointer) -> None:
+    """A NaN or infinite `model_loss` stops the phase in one line naming the losses."""
+    if not math.isfinite(metrics["model_loss"]):
+        kept = checkpointer.manager.latest_checkpoint or "none (no checkpoint yet)"
+        losses = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.endswith("_loss"))
+        raise UserError(f"{name}: loss is {metrics['model_loss']} at update {update} ({losses}); "
+                        f"stopped. Last good checkpoint: {kept}. Lower world_model.lr or check the data")
+
+
+def _postfix(train: Mapping[str, float], val: Mapping[str, float]) -> dict[str, str]:
+    """The progress bar's postfix: the world model's loss and KL."""
+    return {"kl": f"{train['model_kl']:.2f}", "loss": f"{train['model_loss']:.1f}"}
+
+
+def run(config: Config, logdir: str | pathlib.Path) -> int:
     """Train for `world_model.steps` updates in total (resuming); returns the final step."""
-    logdir = pathlib.Path(logdir)
+    rundir = RunDir(logdir)
+    logdir = rundir.root
     wm = config.world_model
-    outdir = wm_dir(logdir)
     dirs = train_dirs(config, logdir)
     keras.utils.set_random_seed(config.seed)  # initial weights and latent samples
     shapes, keys = data_shapes(config, dirs)
@@ -132,75 +176,18 @@ def run(config: Any, logdir: str | pathlib.Path) -> int:
     if model.keys.mlp:  # statistics of the training data; a resumed run restores the saved ones
         model.set_statistics(vector_statistics(dirs, model.keys.mlp, config.data.skip_corrupt))
     trainer = WorldModelTrainer(model, config)
-    checkpointer = Checkpointer(outdir / "checkpoints", config.keep_checkpoints,
+    checkpointer = Checkpointer(rundir.wm_checkpoints, config.keep_checkpoints,
                                 model=model, optimizer=trainer.optimizer)
     step = checkpointer.restore()
-    save_spec(outdir, action_size, shapes)
+    rundir.save_spec(action_size, shapes, rundir.action_space(config)[1])
     if step >= wm.steps:
-        print(f"world model: already trained ({step} of {wm.steps} updates) in {outdir}")
+        print(f"world model: already trained ({step} of {wm.steps} updates) in {rundir.world_model}")
         return step
     if step:
         print(f"world model: resuming from step {step} ({checkpointer.manager.latest_checkpoint})")
     dataset = iter(make_dataset(dirs, wm.batch, wm.length, config.seed, start_batch=step,
                                 skip_corrupt=config.data.skip_corrupt, keys=keys))
-    videos = video_batch(config, logdir)
-    margin = PhaseMargin.create(config, logdir)
-    began = time.perf_counter()
-    logger = Logger(outdir, resume_step=step)  # drops rows of updates redone after a kill
-    sums: dict[str, float] = collections.defaultdict(float)
-    headline: dict[str, float] = {}  # the last logged metrics, for the summary line
-    start, began = step, time.perf_counter()
-    count, last_time = 0, time.perf_counter()
-    progress = tqdm.tqdm(total=wm.steps, initial=step, desc="world model", unit="update",
-                         dynamic_ncols=True)
-    try:
-        while step < wm.steps:
-            metrics = {k: float(v) for k, v in trainer.train(next(dataset)).items()}
-            if not math.isfinite(metrics["model_loss"]):
-                kept = checkpointer.manager.latest_checkpoint or "none (no checkpoint yet)"
-                raise UserError(
-                    f"world model: loss is {metrics['model_loss']} at update {step + 1} "
-                    f"({', '.join(f'{k} {v:.4g}' for k, v in metrics.items() if k.endswith('_loss'))}); stopped. "
-                    f"Last good checkpoint: {kept}. Lower world_model.lr or check the data")
-            step += 1
-            count += 1
-            for key, value in metrics.items():
-                sums[key] += value
-            progress.update(1)
-            if step % config.log_every == 0 or step == wm.steps:
-                now = time.perf_counter()
-                logger.scalars({k: v / count for k, v in sums.items()}, prefix="train/")
-                logger.scalar("train/updates_per_second", count / max(now - last_time, 1e-9))
-                headline.update({k: v / count for k, v in sums.items()})
-                progress.set_postfix(loss=f"{sums['model_loss'] / count:.1f}",
-                                     kl=f"{sums['model_kl'] / count:.2f}")
-                sums.clear()
-                count, last_time = 0, now
-            if videos is not None and (step % wm.video_every == 0 or step == wm.steps):
-                if model.decoder is not None:
-                    video, mse = openloop_report(model, videos, wm.openloop_context)
-                    logger.video("openl_image", video)
-                    logger.scalar("eval/openl_mse", mse)
-                    headline["openl_mse"] = mse
-                if model.mlp_decoder is not None:  # no picture of a vector: its error alone
-                    error = model.open_loop_vector(model.preprocess(videos), wm.openloop_context)
-                    logger.scalar("eval/openl_vector_mse", float(error))
-                    headline["openl_vector_mse"] = float(error)
-            if margin is not None and (step % wm.video_every == 0 or step == wm.steps):
-                logger.scalars(margin(model, step).scalars(), prefix="eval/")
-            if step % config.checkpoint_every == 0 or step == wm.steps:
-                logger.write(step)
-                checkpointer.save(step)
-                last_time = time.perf_counter()  # saving is not training time
-            elif step % config.log_every == 0:
-                logger.write(step)
-    finally:
-        progress.close()
-    line = summary_line("world model", step, wm.steps, step - start, time.perf_counter() - began,
-                        headline)
-    if margin is not None and margin.last is not None:
-        share = margin.seconds / max(time.perf_counter() - began, 1e-9)
-        line += (f"; DITTO margin (expert / random actions - 1, H={margin.horizon}): "
-                 f"{margin.last.summary()} [{margin.seconds:.1f} s, {share:.1%} of the phase]")
-    print(line, flush=True)
-    return step
+    phase = Phase("world model", rundir.world_model, wm.steps,
+                  update=lambda _: trainer.train(next(dataset)), check=_stop_on_nonfinite,
+                  postfix=_postfix, extras=_Reports(config, model, logdir))
+    return train_loop(config, phase, checkpointer, step)

@@ -25,21 +25,30 @@ from ditto_tf.errors import UserError
 from ditto_tf.wm_training import load_world_model
 from ditto_tf.wm_training import run as train_world_model
 from test_world_model import write_cartpole_episodes
+from ditto_tf.rundir import RunDir
 
 AGENTS = ("ditto", "dgail", "dbc", "bc")
 
 
-def balancing_controller(epsilon: float) -> Callable[[Any, np.random.Generator], int]:
+def balancing_controller(epsilon: float) -> Callable[[Any], Any]:
     """A pole-balancing controller (push towards the side the pole falls to) with epsilon-random
-    actions: an expert whose action follows the state."""
-    def act(env: Any, rng: np.random.Generator) -> int:
-        _, _, angle, angular_velocity = env.native_obs
-        action = int(angle + 0.5 * angular_velocity > 0)
-        if rng.random() < epsilon:
-            action = int(rng.integers(env.action_size))
-        return action
+    actions: an expert whose action follows the state. Returns `env -> actor`."""
 
-    return act
+    class Controller:
+        def __init__(self, env: Any):
+            self.env, self.rng = env, np.random.default_rng()
+
+        def reset(self, index: int, seed: int | None = None) -> None:
+            self.rng = np.random.default_rng(seed)
+
+        def act(self, obs: Any) -> list[int]:
+            _, _, angle, angular_velocity = self.env.native_obs
+            action = int(angle + 0.5 * angular_velocity > 0)
+            if self.rng.random() < epsilon:
+                action = int(self.rng.integers(self.env.action_size))
+            return [action]
+
+    return Controller
 
 
 def agent_config(steps: int, *extra: str) -> Config:
@@ -53,13 +62,13 @@ def logdir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """Real CartPole episodes in the collect layout and a world model trained on them."""
     logdir = tmp_path_factory.mktemp("agents")
     config = agent_config(0)
-    write_cartpole_episodes(config, logdir / "data" / "wm", count=3, seed=1)
-    write_cartpole_episodes(config, logdir / "data" / "wm", count=2, seed=4,
-                            policy=balancing_controller(0.2), first_index=3)
-    write_cartpole_episodes(config, logdir / "data" / "expert" / "train", count=2, seed=2,
-                            policy=balancing_controller(0.0))
-    write_cartpole_episodes(config, logdir / "data" / "expert" / "val", count=2, seed=3,
-                            policy=balancing_controller(0.0))
+    write_cartpole_episodes(config, RunDir(logdir).wm_episodes, count=3, seed=1)
+    write_cartpole_episodes(config, RunDir(logdir).wm_episodes, count=2, seed=4,
+                            actor=balancing_controller(0.2), first_index=3)
+    write_cartpole_episodes(config, RunDir(logdir).expert_episodes("train"), count=2, seed=2,
+                            actor=balancing_controller(0.0))
+    write_cartpole_episodes(config, RunDir(logdir).expert_episodes("val"), count=2, seed=3,
+                            actor=balancing_controller(0.0))
     train_world_model(config, logdir)
     return logdir
 
@@ -72,11 +81,11 @@ def logged_steps(path: pathlib.Path) -> list[int]:
 def test_phase_trains_logs_checkpoints_resumes_and_acts(logdir: pathlib.Path, agent: str) -> None:
     phase = importlib.import_module(f"ditto_tf.agents.{agent}").run
     phase(agent_config(4), logdir)
-    directory = logdir / agent
-    assert logged_steps(directory / "metrics.jsonl") == [2, 4]
+    run = RunDir(logdir)
+    assert logged_steps(run.metrics(agent)) == [2, 4]
     phase(agent_config(6), logdir)  # a new process would do the same: resume from ckpt-4
-    assert logged_steps(directory / "metrics.jsonl") == [2, 4, 6]
-    rows = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+    assert logged_steps(run.metrics(agent)) == [2, 4, 6]
+    rows = [json.loads(line) for line in run.metrics(agent).read_text().splitlines()]
     assert "val/action_accuracy" in rows[-1] and 0.0 <= rows[-1]["val/action_accuracy"] <= 1.0
     if agent != "bc":
         assert 0.0 <= rows[-1]["val/latent_distance"] <= 2.0
@@ -85,8 +94,8 @@ def test_phase_trains_logs_checkpoints_resumes_and_acts(logdir: pathlib.Path, ag
                 "train/critic_loss", "train/actor_grad_norm"} <= rows[-1].keys()
     if agent == "dgail":
         assert {"train/disc_expert_accuracy", "train/disc_agent_accuracy"} <= rows[-1].keys()
-    assert list(directory.glob("events.out.tfevents.*"))
-    kept = Checkpointer(directory / "checkpoints").checkpoints
+    assert list(run.phase_dir(agent).glob("events.out.tfevents.*"))
+    kept = Checkpointer(run.checkpoints(agent)).checkpoints
     assert [pathlib.Path(p).name for p in kept] == ["ckpt-2", "ckpt-4", "ckpt-6"]
 
     # The policy of a given checkpoint acts in the true env, batched over envs.
@@ -95,12 +104,12 @@ def test_phase_trains_logs_checkpoints_resumes_and_acts(logdir: pathlib.Path, ag
     envs = VecEnv.make(config, 2, seed=5)
     obs = VecEnv.stack(envs.reset())
     for _ in range(5):
-        actions = policy(obs)
+        actions = policy.act(obs)
         assert actions.shape == (2, 2) and np.all(actions.sum(-1) == 1.0)
         obs = VecEnv.stack(envs.step(list(actions)))
     envs.close()
     with pytest.raises(UserError, match="not found"):
-        policy.load(str(directory / "checkpoints" / "ckpt-99"))
+        policy.load(str(run.checkpoints(agent) / "ckpt-99"))
 
 
 def test_latent_policy_filters_with_the_actions_really_taken(logdir: pathlib.Path) -> None:
@@ -113,13 +122,13 @@ def test_latent_policy_filters_with_the_actions_really_taken(logdir: pathlib.Pat
     second = VecEnv.stack(envs.step([np.array([1.0, 0.0], np.float32)]))
     envs.close()
     policy = load_policy(config, logdir, "dbc")
-    policy(first)
+    policy.act(first)
     start = dict(policy.state)
     deter = {}
     for name, taken in (("left", 0), ("right", 1), ("right again", 1)):
         policy.state = dict(start)
         policy.record_actions(np.eye(2, dtype=np.float32)[[taken]])
-        policy(second)
+        policy.act(second)
         deter[name] = policy.state["deter"].numpy()  # h is deterministic given state and action
     np.testing.assert_array_equal(deter["right"], deter["right again"])
     assert np.abs(deter["left"] - deter["right"]).max() > 1e-4
@@ -171,20 +180,20 @@ def test_ditto_imagined_reward_rises(logdir: pathlib.Path) -> None:
 def test_latent_cache_follows_the_world_model_checkpoint(logdir: pathlib.Path) -> None:
     config = agent_config(2)
     first = prepare_latent(config, logdir)
-    keys = [p.name for p in (logdir / "latents").iterdir()]
-    assert len(keys) == 1 and len(list((logdir / "latents" / keys[0]).glob("*.npz"))) == 4
+    keys = [p.name for p in RunDir(logdir).latents.iterdir()]
+    assert len(keys) == 1 and len(list((RunDir(logdir).latents / keys[0]).glob("*.npz"))) == 4
     assert first.train.num_episodes == 2 and first.val.num_episodes == 2
     # the expert action at step t is the file's action[t + 1]; the last step has none
     from ditto_tf.data.episodes import load_episodes
 
-    episode = load_episodes(logdir / "data" / "expert" / "train", limit=1)[0]
+    episode = load_episodes(RunDir(logdir).expert_episodes("train"), limit=1)[0]
     np.testing.assert_array_equal(first.train.action[: len(episode["action"]) - 1], episode["action"][1:])
     assert not first.train.has_action[len(episode["action"]) - 1]
     # A new world-model checkpoint: new cache key, the stale cache is removed.
     wm = load_world_model(config, logdir)
-    Checkpointer(logdir / "world_model" / "checkpoints", config.keep_checkpoints, model=wm).save(1000)
+    Checkpointer(RunDir(logdir).wm_checkpoints, config.keep_checkpoints, model=wm).save(1000)
     prepare_latent(config, logdir)
-    new_keys = [p.name for p in (logdir / "latents").iterdir()]
+    new_keys = [p.name for p in RunDir(logdir).latents.iterdir()]
     assert len(new_keys) == 1 and new_keys != keys and new_keys[0].startswith("ckpt-1000")
 
 

@@ -20,11 +20,12 @@ from ditto_tf.agents.dbc import DBC
 from ditto_tf.agents.dgail import GailReward, gail_reward
 from ditto_tf.agents.ditto import DittoReward, ditto_reward, latent_reward
 from ditto_tf.agents.latents import ExpertLatents, to_state
-from ditto_tf.agents.runner import LatentSetup, train_loop
+from ditto_tf.agents.runner import LatentSetup, train_agent
 from ditto_tf.checkpoints import Checkpointer
 from ditto_tf.config import Config, load_config
 from ditto_tf.errors import UserError
 from ditto_tf.world_model import WorldModel
+from ditto_tf.rundir import RunDir
 
 ACTIONS = 2
 
@@ -271,6 +272,6 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(config, tmp_path) -
         return {"actor_loss": float("nan") if step == 7 else 1.0}
 
     with pytest.raises(UserError, match=r"actor_loss is nan at update 8.*ckpt-5"):
-        train_loop(config, tmp_path, "ditto", 20, {"weight": weight}, update)
-    ckpt = Checkpointer(tmp_path / "ditto" / "checkpoints", 10, weight=tf.Variable(0.0))
+        train_agent(config, tmp_path, "ditto", 20, {"weight": weight}, update)
+    ckpt = Checkpointer(RunDir(tmp_path).checkpoints("ditto"), 10, weight=tf.Variable(0.0))
     assert ckpt.restore() == 5 and ckpt.checkpoints[-1].endswith("ckpt-5")

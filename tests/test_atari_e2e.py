@@ -28,6 +28,7 @@ import pytest
 import evaluate
 import train
 from ditto_tf.data import collect, episodes
+from ditto_tf.rundir import RunDir
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 ENV_ID = "PongNoFrameskip-v4"
@@ -107,11 +108,11 @@ def pong_points(episode: dict) -> tuple[int, int]:
 
 def test_collect_records_full_pong_games_as_64x64_frames(pong_run) -> None:
     logdir = pong_run["logdir"]
-    manifest = [json.loads(line) for line in (logdir / "data" / "manifest.jsonl").read_text().splitlines()]
+    manifest = [json.loads(line) for line in RunDir(logdir).manifest.read_text().splitlines()]
     assert sorted(e["set"] for e in manifest) == ["expert_train", "expert_val", "wm"]
     games = {}
     for entry in manifest:
-        episode = episodes.load_episode(logdir / "data" / entry["file"])
+        episode = episodes.load_episode(RunDir(logdir).data / entry["file"])
         image, action = episode["image"], episode["action"]
         assert image.dtype == np.uint8 and image.shape[1:] == (64, 64, 1)
         assert image.std() > 0  # real frames, not blanks
@@ -136,29 +137,29 @@ def test_collect_records_full_pong_games_as_64x64_frames(pong_run) -> None:
 
 def test_every_phase_trained_to_its_planned_updates(pong_run) -> None:
     logdir = pong_run["logdir"]
-    spec = json.loads((logdir / "world_model" / "model.json").read_text())
-    assert spec == {"action_size": PONG_ACTIONS, "image_shape": [64, 64, 1]}
+    spec = json.loads(RunDir(logdir).model_spec.read_text())
+    assert spec == {"action_size": PONG_ACTIONS, "discrete": True, "image_shape": [64, 64, 1]}
     for phase in ("world_model", *AGENTS):
-        checkpoints = sorted((logdir / phase / "checkpoints").glob("ckpt-*.index"))
+        checkpoints = sorted(RunDir(logdir).checkpoints(phase).glob("ckpt-*.index"))
         assert [p.name for p in checkpoints] == ["ckpt-10.index", "ckpt-5.index"], phase
-        rows = [json.loads(line) for line in (logdir / phase / "metrics.jsonl").read_text().splitlines()]
+        rows = [json.loads(line) for line in RunDir(logdir).metrics(phase).read_text().splitlines()]
         assert rows[-1]["step"] == 10, phase
         assert all(np.isfinite(v) for row in rows for v in row.values()), phase
-        assert list((logdir / phase).glob("events.out.tfevents.*")), phase
+        assert list(RunDir(logdir).phase_dir(phase).glob("events.out.tfevents.*")), phase
 
 
 def test_evaluation_plays_one_full_game_per_agent(pong_run) -> None:
     logdir = pong_run["logdir"]
     for agent in AGENTS:
-        cache = json.loads((logdir / "eval" / agent / "ckpt-10.json").read_text())
+        cache = json.loads((RunDir(logdir).eval_cache(agent) / "ckpt-10.json").read_text())
         (length,), (score,) = cache["lengths"], cache["returns"]
         # Full game to game over: a Pong score is between -21 and 21 and never 0 (no draws).
         assert 0 < length < TIME_LIMIT and -21 <= score <= 21 and score != 0, (agent, cache)
-    reference = json.loads((logdir / "eval" / "reference.json").read_text())
+    reference = json.loads(RunDir(logdir).reference_scores.read_text())
     for who in ("random", "expert"):
         (length,), (score,) = reference[who]["lengths"], reference[who]["returns"]
         assert 0 < length < TIME_LIMIT and -21 <= score <= 21 and score != 0, (who, reference)
-    rows = (logdir / "eval" / "results.csv").read_text().splitlines()
+    rows = (RunDir(logdir).eval_dir / "results.csv").read_text().splitlines()
     header = rows[0].split(",")
     table = [dict(zip(header, row.split(","))) for row in rows[1:]]
     assert sorted(r["agent"] for r in table) == sorted(AGENTS)
@@ -166,4 +167,4 @@ def test_evaluation_plays_one_full_game_per_agent(pong_run) -> None:
         assert row["env"] == "atari_pong" and row["episodes"] == "1"
         assert float(row["random"]) == reference["random"]["returns"][0]
         assert float(row["expert"]) == reference["expert"]["returns"][0]
-    assert (logdir / "eval" / "results.md").is_file() and (logdir / "eval" / "fig3_atari_pong.png").is_file()
+    assert (RunDir(logdir).eval_dir / "results.md").is_file() and (RunDir(logdir).eval_dir / "fig3_atari_pong.png").is_file()

@@ -16,6 +16,7 @@ import pytest
 
 import evaluate
 import train
+from ditto_tf.rundir import RunDir
 
 FLAGS = ["--configs", "cartpole", "debug", "--expert.source", "random", "--precision", "float32",
          "--data.wm_policy", "random", "--data.wm_episodes", "3", "--data.expert_train", "2",
@@ -37,7 +38,7 @@ def copy(run: pathlib.Path, target: pathlib.Path, *parts: str, config: bool = Tr
     the run itself, config pinning refuses the change first: tests/test_rundir.py)."""
     target.mkdir(parents=True)
     if config:
-        shutil.copy(run / "config.yaml", target / "config.yaml")
+        shutil.copy(RunDir(run).config_path, RunDir(target).config_path)
     for part in parts:
         shutil.copytree(run / part, target / part, symlinks=True)
     return target
@@ -80,13 +81,13 @@ def train_error(capsys, logdir: pathlib.Path, *flags: str, culprits: tuple = ())
 
 def test_world_model_phase_without_data(tmp_path, capsys) -> None:
     logdir = tmp_path / "run"
-    train_error(capsys, logdir, "--phase", "world_model", culprits=(logdir / "data" / "wm", "--phase collect"))
-    assert not (logdir / "world_model").exists()
+    train_error(capsys, logdir, "--phase", "world_model", culprits=(RunDir(logdir).wm_episodes, "--phase collect"))
+    assert not RunDir(logdir).world_model.exists()
 
 
 def test_bc_phase_without_expert_data(tmp_path, capsys) -> None:
     logdir = tmp_path / "run"
-    train_error(capsys, logdir, "--phase", "bc", culprits=(logdir / "data" / "expert" / "train",))
+    train_error(capsys, logdir, "--phase", "bc", culprits=(RunDir(logdir).expert_episodes("train"),))
     assert not (logdir / "bc").exists()
 
 
@@ -94,24 +95,24 @@ def test_bc_phase_without_expert_data(tmp_path, capsys) -> None:
 def test_latent_agent_without_world_model(run, tmp_path, capsys, agent) -> None:
     logdir = copy(run, tmp_path / "run", "data")
     train_error(capsys, logdir, "--phase", agent,
-                culprits=(logdir / "world_model" / "checkpoints", "--phase world_model"))
-    assert not (logdir / agent).exists()
+                culprits=(RunDir(logdir).wm_checkpoints, "--phase world_model"))
+    assert not RunDir(logdir).agent_dir(agent).exists()
 
 
 # ---------------------------------------------------------------- damaged or mismatched data
 
 def test_corrupt_episode_file_stops_the_world_model(run, tmp_path, capsys) -> None:
     logdir = copy(run, tmp_path / "run", "data")
-    victim = sorted((logdir / "data" / "wm").glob("*.npz"))[1]
+    victim = sorted(RunDir(logdir).wm_episodes.glob("*.npz"))[1]
     victim.write_bytes(victim.read_bytes()[:100])  # truncated, as by a full disk
     train_error(capsys, logdir, "--phase", "world_model", culprits=(victim.name,))
-    assert not (logdir / "world_model" / "checkpoints").exists()
+    assert not RunDir(logdir).wm_checkpoints.exists()
 
 
 def test_episodes_of_another_image_size(run, tmp_path, capsys) -> None:
     logdir = copy(run, tmp_path / "run", "data", config=False)
     train_error(capsys, logdir, "--phase", "world_model", "--env.size", "16,16",
-                culprits=(logdir / "data" / "wm", "(32, 32, 1)", "(16, 16, 1)"))
+                culprits=(RunDir(logdir).wm_episodes, "(32, 32, 1)", "(16, 16, 1)"))
     # Topping up the data with other image settings is refused too, before any episode is added.
     train_error(capsys, logdir, "--phase", "collect", "--env.size", "16,16", "--data.wm_episodes", "5",
                 culprits=("data/wm/", "(32, 32, 1)", "(16, 16, 1)"))
@@ -119,7 +120,7 @@ def test_episodes_of_another_image_size(run, tmp_path, capsys) -> None:
 
 def test_corrupt_manifest_line(run, tmp_path, capsys) -> None:
     logdir = copy(run, tmp_path / "run", "data")
-    manifest = logdir / "data" / "manifest.jsonl"
+    manifest = RunDir(logdir).manifest
     manifest.write_text(manifest.read_text() + "{not json\n")
     train_error(capsys, logdir, "--phase", "collect", "--data.wm_episodes", "5",
                 culprits=(f"{manifest}:7",))
@@ -130,30 +131,30 @@ def test_corrupt_manifest_line(run, tmp_path, capsys) -> None:
 def test_world_model_checkpoint_of_another_config(run, tmp_path, capsys) -> None:
     logdir = copy(run, tmp_path / "run", "data", "world_model", config=False)
     train_error(capsys, logdir, "--phase", "dbc", "--world_model.rssm.deter", "64",
-                culprits=(logdir / "world_model" / "checkpoints" / "ckpt-10",))
+                culprits=(RunDir(logdir).wm_checkpoints / "ckpt-10",))
     assert not (logdir / "dbc").exists()
 
 
 def test_truncated_world_model_checkpoint(run, tmp_path, capsys) -> None:
     logdir = copy(run, tmp_path / "run", "data", "world_model")
-    data = next((logdir / "world_model" / "checkpoints").glob("ckpt-10.data-*"))
+    data = next(RunDir(logdir).wm_checkpoints.glob("ckpt-10.data-*"))
     data.write_bytes(data.read_bytes()[:64])
-    train_error(capsys, logdir, "--phase", "dbc", culprits=(logdir / "world_model" / "checkpoints" / "ckpt-10",))
+    train_error(capsys, logdir, "--phase", "dbc", culprits=(RunDir(logdir).wm_checkpoints / "ckpt-10",))
     assert not (logdir / "dbc").exists()
 
 
 def test_agent_checkpoint_of_another_config_on_resume(run, tmp_path, capsys) -> None:
     logdir = copy(run, tmp_path / "run", "data", "bc", config=False)
     train_error(capsys, logdir, "--phase", "bc", "--bc.steps", "20", "--bc.mlp.units", "16",
-                culprits=(logdir / "bc" / "checkpoints" / "ckpt-10",))
+                culprits=(RunDir(logdir).checkpoints("bc") / "ckpt-10",))
 
 
 def test_truncated_agent_checkpoint_on_resume(run, tmp_path, capsys) -> None:
     logdir = copy(run, tmp_path / "run", "data", "bc")
-    data = next((logdir / "bc" / "checkpoints").glob("ckpt-10.data-*"))
+    data = next(RunDir(logdir).checkpoints("bc").glob("ckpt-10.data-*"))
     data.write_bytes(data.read_bytes()[:64])
     train_error(capsys, logdir, "--phase", "bc", "--bc.steps", "20",
-                culprits=(logdir / "bc" / "checkpoints" / "ckpt-10",))
+                culprits=(RunDir(logdir).checkpoints("bc") / "ckpt-10",))
 
 
 # ---------------------------------------------------------------- evaluate.py

@@ -16,6 +16,8 @@ import pytest
 import train
 from ditto_tf import envs
 from ditto_tf.data import collect, episodes
+from ditto_tf.driver import RandomActor
+from ditto_tf.rundir import RunDir
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXPERTS_DIR = REPO_ROOT.parent / "shared" / "experts"
@@ -27,7 +29,7 @@ def collect_cli(logdir: pathlib.Path, *flags: str, configs: tuple[str, ...] = ("
 
 
 def manifest(logdir: pathlib.Path) -> list[dict]:
-    return [json.loads(line) for line in (logdir / "data" / "manifest.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in RunDir(logdir).manifest.read_text().splitlines()]
 
 
 def check_set(logdir: pathlib.Path, name: str, count: int, image: tuple[int, ...], actions: int) -> list[dict]:
@@ -43,7 +45,7 @@ def check_set(logdir: pathlib.Path, name: str, count: int, image: tuple[int, ...
         assert not episode["action"][0].any() and episode["is_first"][0] and episode["is_last"][-1]
         if actions > 1:  # discrete: one-hot after the first step
             np.testing.assert_array_equal(episode["action"][1:].sum(-1), 1.0)
-        entry = entries[path.relative_to(logdir / "data").as_posix()]
+        entry = entries[path.relative_to(RunDir(logdir).data).as_posix()]
         assert entry["length"] == len(episode["image"])
         assert entry["return"] == pytest.approx(float(episode["reward"].sum()))
         assert entry["seed"] == collect.episode_seed(0, name, entry["index"])
@@ -71,10 +73,10 @@ def test_collect_cartpole_zoo_expert_and_top_up(zoo_dir, tmp_path, capsys):
     assert summary["expert"]["mean"] > 2 * summary["wm"]["mean"]  # the zoo PPO agent beats random
     assert len({e["seed"] for e in manifest(tmp_path)}) == 5  # every episode its own seed
 
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "data").rglob("*.npz")}
+    before = {p: p.stat().st_mtime_ns for p in RunDir(tmp_path).data.rglob("*.npz")}
     flags[flags.index("--data.expert_train") + 1] = "3"
     assert collect_cli(tmp_path, *flags) == 0
-    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "data").rglob("*.npz")}
+    after = {p: p.stat().st_mtime_ns for p in RunDir(tmp_path).data.rglob("*.npz")}
     assert all(after[p] == t for p, t in before.items())  # nothing redone
     assert len(after) == len(before) + 1
     check_set(tmp_path, "expert_train", 3, (32, 32, 1), 2)
@@ -86,7 +88,7 @@ def test_top_up_and_rebuild_lost_manifest_lines(tmp_path):
     assert collect_cli(tmp_path, *flags, "--data.wm_episodes", "3") == 0
     first = check_set(tmp_path, "wm", 3, (32, 32, 1), 2)
     # A kill between an episode write and the manifest write: the line must come back.
-    path = tmp_path / "data" / "manifest.jsonl"
+    path = RunDir(tmp_path).manifest
     path.write_text("".join(line + "\n" for line in path.read_text().splitlines()[:-1]))
     assert collect_cli(tmp_path, *flags, "--data.wm_episodes", "5") == 0
     second = check_set(tmp_path, "wm", 5, (32, 32, 1), 2)
@@ -121,7 +123,7 @@ def test_vector_config_collects_states_without_images(tmp_path, capsys):
     err = capsys.readouterr().err.strip()  # the run directory's pinned config refuses first
     assert "world_model.encoder.mlp_keys" in err and "\n" not in err
     # the same episodes in a directory without their config: collect's own check names the file
-    (tmp_path / "pix" / "config.yaml").unlink()
+    RunDir(tmp_path / "pix").config_path.unlink()
     assert collect_cli(tmp_path / "pix", *top_up, configs=("cartpole", "vector", "debug")) == 2
     err = capsys.readouterr().err.strip()
     assert "000001-" in err and "['image']" in err and "['vector']" in err and "\n" not in err
@@ -133,7 +135,7 @@ def test_killed_collect_leaves_no_partial_file_and_resumes(tmp_path):
                "--data.wm_episodes", "100000", "--data.expert_train", "0", "--data.expert_val", "0"]
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    wm_dir = tmp_path / "data" / "wm"
+    wm_dir = RunDir(tmp_path).wm_episodes
     deadline = time.time() + 60
     while time.time() < deadline and len(list(wm_dir.glob("*.npz"))) < 5:
         time.sleep(0.05)
@@ -164,7 +166,7 @@ def test_bad_input_is_one_line_and_writes_no_data(tmp_path, capsys, monkeypatch,
     assert time.time() - start < 60  # the offline hub fails within seconds, not minutes
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err and culprit in err
-    assert not (tmp_path / "data").exists()
+    assert not RunDir(tmp_path).data.exists()
 
 
 def test_expert_action_space_mismatch_writes_no_data(zoo_dir, tmp_path, capsys):
@@ -173,7 +175,7 @@ def test_expert_action_space_mismatch_writes_no_data(zoo_dir, tmp_path, capsys):
                        "LunarLander-v2") == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
-    assert not (tmp_path / "data").exists()
+    assert not RunDir(tmp_path).data.exists()
 
 
 def test_zip_that_is_not_an_sb3_model_writes_no_data(tmp_path, capsys):
@@ -184,7 +186,7 @@ def test_zip_that_is_not_an_sb3_model_writes_no_data(tmp_path, capsys):
     assert collect_cli(logdir, "--expert.folder", str(tmp_path / "zoo")) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err and "CartPole-v1.zip" in err
-    assert not (logdir / "data").exists()
+    assert not RunDir(logdir).data.exists()
 
 
 @pytest.mark.skipif(not PONG_EXPERT.exists(), reason=f"Atari Pong expert not found at {PONG_EXPERT}")
@@ -203,12 +205,13 @@ def test_atari_collect_records_full_games_even_with_life_done(tmp_path):
     configs = ("atari", "beamrider", "debug")
     assert collect_cli(tmp_path, *flags, "--env.life_done", "true", configs=configs) == 0
     (entry,) = check_set(tmp_path, "wm", 1, (32, 32, 1), 9)
-    episode = episodes.load_episode(tmp_path / "data" / entry["file"])
+    episode = episodes.load_episode(RunDir(tmp_path).data / entry["file"])
     assert episode["is_terminal"][-1] and episode["is_last"].sum() == 1
     # The same seed with life_done off is the same game: BeamRider gives 3 lives, so a
     # life-loss episode would have ended much earlier.
     env = envs.Atari("BeamRider", size=(32, 32), time_limit=5000, seed=entry["seed"])
-    obs, length, rng = env.reset(seed=entry["seed"]), 1, np.random.default_rng(entry["seed"])
+    obs, length, actor = env.reset(seed=entry["seed"]), 1, RandomActor(env.act_space)
+    actor.reset(0, entry["seed"])
     while not obs["is_last"]:
-        obs, length = env.step(collect.random_policy(env, rng)), length + 1
+        obs, length = env.step(actor.sample()), length + 1
     assert env.info["game_over"] and length == entry["length"]

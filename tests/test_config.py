@@ -14,6 +14,7 @@ import ruamel.yaml
 
 from ditto_tf.config import CONFIGS_PATH, Config, config_names, load_config
 from ditto_tf.errors import UserError
+from ditto_tf.rundir import RunDir
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -73,8 +74,8 @@ def test_config_access_and_immutability():
 
 def test_save_round_trip(tmp_path):
     config = load_config(["atari", "pong", "debug"], ["--env.size", "48,48"])
-    config.save(tmp_path / "config.yaml")
-    saved = ruamel.yaml.YAML(typ="safe", pure=True).load((tmp_path / "config.yaml").read_text())
+    config.save(RunDir(tmp_path).config_path)
+    saved = ruamel.yaml.YAML(typ="safe", pure=True).load(RunDir(tmp_path).config_path.read_text())
     assert saved == config.to_dict()
     assert saved["env"]["size"] == [48, 48] and saved["task"] == "atari_pong"
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no temp file left
@@ -209,7 +210,7 @@ def test_cli_unknown_key(tmp_path):
     logdir = tmp_path / "run"
     result = run_train("--configs", "atari", "beamrider", "--logdir", str(logdir), "--nosuchkey", "1")
     _one_line_error(result, "nosuchkey")
-    assert not (logdir / "config.yaml").exists()
+    assert not RunDir(logdir).config_path.exists()
 
 
 def test_cli_unknown_config_and_bad_value(tmp_path):
@@ -233,8 +234,9 @@ def test_cli_writes_effective_config_and_runs_phase(tmp_path):
     # A real train.main run with one phase registered to a probe that records what it received.
     (tmp_path / "probe_phase.py").write_text(textwrap.dedent("""
         import json
+        from ditto_tf.rundir import RunDir
         def run(config, logdir):
-            saved = (logdir / "config.yaml").read_text()
+            saved = RunDir(logdir).config_path.read_text()
             (logdir / "probe.json").write_text(json.dumps(
                 {"batch": config.world_model.batch, "size": list(config.env.size),
                  "saved_first": "batch: 7" in saved}))
@@ -249,7 +251,7 @@ def test_cli_writes_effective_config_and_runs_phase(tmp_path):
         env={"PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])},
     )
     assert result.returncode == 0, result.stderr
-    saved = ruamel.yaml.YAML(typ="safe", pure=True).load((logdir / "config.yaml").read_text())
+    saved = ruamel.yaml.YAML(typ="safe", pure=True).load(RunDir(logdir).config_path.read_text())
     expected = load_config(["cartpole", "debug"], ["--world_model.batch", "7", "--env.size", "16,16"])
     # a relative expert.folder is stored absolute (against the working directory, REPO_ROOT)
     assert saved == expected.update({"expert.folder": str(REPO_ROOT / expected.expert.folder)}).to_dict()
@@ -263,11 +265,11 @@ def test_cli_failed_run_keeps_the_previous_config(tmp_path):
     logdir = tmp_path / "run"
     logdir.mkdir()
     first = load_config(["cartpole", "debug"])
-    first.save(logdir / "config.yaml")
-    before = (logdir / "config.yaml").read_text()
+    first.save(RunDir(logdir).config_path)
+    before = RunDir(logdir).config_path.read_text()
     result = run_train("--configs", "cartpole", "debug", "--logdir", str(logdir),
                        "--phase", "world_model", "--world_model.steps", "64")
     assert result.returncode == 2
     assert "no episodes" in result.stderr
-    assert (logdir / "config.yaml").read_text() == before
+    assert RunDir(logdir).config_path.read_text() == before
     assert not (logdir / "config_changes.jsonl").exists()  # the change did not happen

@@ -19,9 +19,10 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import dreamerv2_reference  # noqa: E402  (tests/dreamerv2_reference.py: set-up helpers)
 
-from ditto_tf import dreamerv2
+from ditto_tf import dreamerv2, published
 from ditto_tf.config import load_config
 from ditto_tf.errors import UserError
+from ditto_tf.rundir import RunDir
 
 TOLERANCE = 1e-4
 # The debug block (gym_CartPole-v1, 32x32 gray, 2 actions) with DreamerV2's optional heads on.
@@ -62,8 +63,8 @@ def test_full_agent_pickle_into_logdir_reproduces_dreamerv2(reference, tmp_path,
     out = _import([str(reference / "variables.pkl"), "--configs", "debug", "--logdir",
                    str(logdir), *OVERRIDES], capsys)
     assert "DreamerV2 agent" in out and "discount head yes" in out
-    assert (logdir / "config.yaml").is_file()
-    assert json.loads((logdir / "world_model" / "model.json").read_text())["action_size"] == 2
+    assert RunDir(logdir).config_path.is_file()
+    assert json.loads(RunDir(logdir).model_spec.read_text())["action_size"] == 2
     config = load_config(["debug"], OVERRIDES)
     # The loader the DITTO / D-GAIL / D-BC phases use, so they can skip --phase world_model.
     from ditto_tf.wm_training import load_world_model
@@ -127,10 +128,10 @@ def test_not_a_pickle_and_wrong_action_count(reference, tmp_path):
 
 
 def test_published_scores_are_labelled_online_rl():
-    assert dreamerv2.dreamerv2_score("atari_pong") == 18.4
-    assert dreamerv2.dreamerv2_score("atari_beam_rider") == 17917.5
-    assert dreamerv2.dreamerv2_score("gym_CartPole-v1") is None
-    assert "online RL" in dreamerv2.DREAMERV2_SCORES_LABEL
+    assert published.dreamerv2_score("atari_pong") == 18.4
+    assert published.dreamerv2_score("atari_beam_rider") == 17917.5
+    assert published.dreamerv2_score("gym_CartPole-v1") is None
+    assert "online RL" in published.DREAMERV2_SCORES_LABEL
 
 
 def _episodes(directory: pathlib.Path, count: int, length: int) -> None:
@@ -215,4 +216,4 @@ def test_agent_phase_runs_on_imported_world_model(reference, tmp_path, capsys):
     assert train.main([*flags, "--phase", "world_model"]) == 0
     assert "already trained" in capsys.readouterr().out
     assert train.main([*flags, "--phase", "dbc"]) == 0
-    assert (logdir / "dbc" / "checkpoints" / "checkpoint").is_file()
+    assert (RunDir(logdir).checkpoints("dbc") / "checkpoint").is_file()

@@ -25,9 +25,10 @@ from ditto_tf import sweep
 from ditto_tf.config import load_config
 from ditto_tf.envs import make_env
 from ditto_tf.evaluation import Protocol, plan, report
-from ditto_tf.rollout import RandomActor, quotas, rollout
+from ditto_tf.driver import RandomActor, drive, quotas
 from ditto_tf.scores import Score, normalize, summarize
 from ditto_tf.runs import AGENTS, find_runs
+from ditto_tf.rundir import RunDir
 
 PROTOCOL = Protocol(checkpoints=2, episodes=3, envs=2, reference_episodes=4)
 
@@ -82,8 +83,8 @@ def test_rollout_plays_full_episodes_in_a_real_env(tiny_config):
 
     def play(count: int) -> tuple[list[float], list[int]]:
         envs = [make_env(config, 100 + i) for i in range(count)]
-        actor = RandomActor(envs[0].act_space, seed=3)
-        return rollout(envs, actor, episodes=5)
+        played = drive(envs, RandomActor(envs[0].act_space, seed=3), quotas(5, count))
+        return [e.score for e in played], [e.length for e in played]
 
     returns, lengths = play(3)
     assert len(returns) == len(lengths) == 5
@@ -114,12 +115,12 @@ def reported(trained_run) -> dict:
 def test_report_table_matches_the_cached_rollouts(trained_run, reported):
     rows = reported["rows"]
     assert [r["agent"] for r in rows] == list(AGENTS)
-    reference = json.loads((trained_run / "eval" / "reference.json").read_text())
+    reference = json.loads(RunDir(trained_run).reference_scores.read_text())
     random = np.mean(reference["random"]["returns"])
     expert = np.mean(reference["expert"]["returns"])
     assert len(reference["random"]["returns"]) == len(reference["expert"]["returns"]) == 4
     for row in rows:
-        caches = sorted((trained_run / "eval" / row["agent"]).glob("ckpt-*.json"))
+        caches = sorted(RunDir(trained_run).eval_cache(row["agent"]).glob("ckpt-*.json"))
         assert len(caches) == PROTOCOL.checkpoints == row["checkpoints"]
         returns = [json.loads(p.read_text())["returns"] for p in caches]
         assert all(len(r) == PROTOCOL.episodes for r in returns)
@@ -154,7 +155,7 @@ def test_tables_and_plots_are_written(trained_run, reported):
 
 
 def test_rerun_reads_the_caches(trained_run, reported):
-    caches = sorted((trained_run / "eval").rglob("*.json"))
+    caches = sorted(RunDir(trained_run).eval_dir.rglob("*.json"))
     stamps = [p.stat().st_mtime_ns for p in caches]
     plans = plan(find_runs([trained_run]), PROTOCOL)
     assert all(not p.todo for p in plans) and all(p.references.pending == 0 for p in plans)
@@ -169,8 +170,8 @@ def test_rerun_reads_the_caches(trained_run, reported):
 
 def _copy_agent(run: pathlib.Path, dest: pathlib.Path, agent: str) -> pathlib.Path:
     dest.mkdir(parents=True)
-    shutil.copy(run / "config.yaml", dest / "config.yaml")
-    shutil.copytree(run / agent, dest / agent)
+    shutil.copy(RunDir(run).config_path, RunDir(dest).config_path)
+    shutil.copytree(RunDir(run).agent_dir(agent), RunDir(dest).agent_dir(agent))
     return dest
 
 
@@ -185,17 +186,17 @@ def _cli_error(capsys, argv: list[str]) -> str:
 
 def test_missing_checkpoint_is_a_one_line_error(trained_run, tmp_path, capsys):
     run = _copy_agent(trained_run, tmp_path / "run", "bc")
-    shutil.rmtree(run / "bc" / "checkpoints")
-    assert str(run / "bc" / "checkpoints") in _cli_error(capsys, [str(run)])
+    shutil.rmtree(RunDir(run).checkpoints("bc"))
+    assert str(RunDir(run).checkpoints("bc")) in _cli_error(capsys, [str(run)])
     assert str(tmp_path / "nothing") in _cli_error(capsys, [str(tmp_path / "nothing")])
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert str(empty / "config.yaml") in _cli_error(capsys, [str(empty)])
+    assert str(RunDir(empty).config_path) in _cli_error(capsys, [str(empty)])
 
 
 def test_broken_checkpoint_is_a_one_line_error(trained_run, tmp_path, capsys):
     run = _copy_agent(trained_run, tmp_path / "run", "bc")
-    newest = sorted((run / "bc" / "checkpoints").glob("ckpt-*.index"))[-1].with_suffix("")
+    newest = sorted(RunDir(run).checkpoints("bc").glob("ckpt-*.index"))[-1].with_suffix("")
     data = next(newest.parent.glob(newest.name + ".data-*"))
     data.write_bytes(data.read_bytes()[:20])  # truncated, as by a full disk
     assert str(newest) in _cli_error(capsys, [str(run)])
@@ -230,10 +231,10 @@ def test_sweep_trains_runs_over_a_shared_world_model(trained_run, tmp_path, caps
     printed = capsys.readouterr().out
     assert "--phase dbc --agent.expert_episodes 1" in printed
     logdir = out / "cartpole" / "dbc-ne1-s0"
-    assert (logdir / "data").resolve() == (trained_run / "data").resolve()
+    assert RunDir(logdir).data.resolve() == RunDir(trained_run).data.resolve()
     (result,) = find_runs([logdir])
     assert (result.agent, result.n_expert, result.horizon) == ("dbc", 1, None)
-    assert sweep.latest_step(logdir / "dbc" / "checkpoints") == load_config(["debug"]).dbc.steps
+    assert RunDir(logdir).latest_step("dbc") == load_config(["debug"]).dbc.steps
     assert sweep.main(argv) == 0  # finished runs are skipped, not retrained
     assert "skipped" in capsys.readouterr().out
     # evaluated together with the four-agent run: one table over N_E, the references measured once
@@ -241,6 +242,6 @@ def test_sweep_trains_runs_over_a_shared_world_model(trained_run, tmp_path, caps
                   echo=lambda text: None)
     keys = [(r["agent"], r["n_expert"]) for r in both["rows"]]
     assert keys == [("ditto", 2), ("dgail", 2), ("dbc", 1), ("dbc", 2), ("bc", 2)]
-    assert (json.loads((logdir / "eval" / "reference.json").read_text())
-            == json.loads((trained_run / "eval" / "reference.json").read_text()))
+    assert (json.loads(RunDir(logdir).reference_scores.read_text())
+            == json.loads(RunDir(trained_run).reference_scores.read_text()))
     assert (out / "results" / "fig3_gym_CartPole-v1.png").is_file()

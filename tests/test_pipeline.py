@@ -21,6 +21,7 @@ import train
 from conftest import REPO_ROOT, ZOO_DIR
 from ditto_tf.config import load_config
 from ditto_tf.runs import AGENTS
+from ditto_tf.rundir import RunDir
 
 RELATIVE = pathlib.Path("runs") / "quick"  # the README's command shape: a relative logdir
 
@@ -66,24 +67,24 @@ def run_all(request, tmp_path_factory) -> tuple[pathlib.Path, str, str]:
 def test_all_phases_then_table_and_summary(run_all):
     logdir, out, case = run_all
     config = load_config(CASES[case][0])
-    keys = set(np.load(next((logdir / "data" / "wm").glob("*.npz"))).files)
+    keys = set(np.load(next(RunDir(logdir).wm_episodes.glob("*.npz"))).files)
     assert ("image" in keys) == (case == "pixels") and ("vector" in keys) == (case != "pixels")
     for agent in AGENTS:
-        assert (logdir / agent / "checkpoints" / "checkpoint").is_file(), agent
-    assert (logdir / "world_model" / "checkpoints" / "checkpoint").is_file()
-    table = (logdir / "eval" / "results.md").read_text()
+        assert (RunDir(logdir).checkpoints(agent) / "checkpoint").is_file(), agent
+    assert (RunDir(logdir).wm_checkpoints / "checkpoint").is_file()
+    table = (RunDir(logdir).eval_dir / "results.md").read_text()
     assert table.splitlines()[0].startswith("| env | agent |")
     assert len(table.strip().splitlines()) == 2 + len(AGENTS)  # header, rule, one row per agent
     assert table.strip() in out  # the table is printed, not only written
     assert f"tensorboard --logdir {logdir}" in out
     for where in ("config.yaml", "data", "world_model", "eval", *AGENTS):
         assert str(logdir / where) in out, where
-    timings = json.loads((logdir / "timings.json").read_text())
+    timings = json.loads(RunDir(logdir).timings.read_text())
     assert set(timings) == {*train.PIPELINE, "evaluate"}
     assert all(v > 0 for v in timings.values())
     # every agent was evaluated with the configured protocol: K checkpoints x E rollouts
     for agent in AGENTS:
-        cached = sorted((logdir / "eval" / agent).glob("ckpt-*.json"))
+        cached = sorted(RunDir(logdir).eval_cache(agent).glob("ckpt-*.json"))
         assert len(cached) == config.eval.checkpoints, agent
         assert all(len(json.loads(p.read_text())["returns"]) == config.eval.episodes for p in cached)
 
@@ -111,8 +112,8 @@ def test_true_env_returns_reach_each_agents_tensorboard(run_all):
     logdir, _, _ = run_all
     for agent in AGENTS:
         cached = {json.loads(p.read_text())["step"]: json.loads(p.read_text())["returns"]
-                  for p in (logdir / "eval" / agent).glob("ckpt-*.json")}
-        events = EventAccumulator(str(logdir / agent))
+                  for p in RunDir(logdir).eval_cache(agent).glob("ckpt-*.json")}
+        events = EventAccumulator(str(RunDir(logdir).agent_dir(agent)))
         events.Reload()
         points = {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("eval/return")}
         assert set(points) == set(cached), agent
@@ -124,16 +125,16 @@ def test_true_env_returns_reach_each_agents_tensorboard(run_all):
 
 def test_second_call_resumes_without_retraining(run_all, capsys):
     logdir, _, case = run_all
-    before = {a: (logdir / a / "checkpoints" / "checkpoint").read_text() for a in AGENTS}
-    config_before = (logdir / "config.yaml").read_text()
+    before = {a: (RunDir(logdir).checkpoints(a) / "checkpoint").read_text() for a in AGENTS}
+    config_before = RunDir(logdir).config_path.read_text()
     with _cwd(logdir.parent.parent):
         assert train.main(["--configs", *CASES[case][0], "--logdir", str(RELATIVE), *_flags(case)]) == 0
     out = capsys.readouterr().out
     for agent in AGENTS:
-        assert (logdir / agent / "checkpoints" / "checkpoint").read_text() == before[agent]
+        assert (RunDir(logdir).checkpoints(agent) / "checkpoint").read_text() == before[agent]
         assert f"{agent}: already trained" in out
     assert "| env | agent |" in out
-    assert (logdir / "config.yaml").read_text() == config_before  # nothing changed, nothing logged
+    assert RunDir(logdir).config_path.read_text() == config_before  # nothing changed, nothing logged
     assert not (logdir / "config_changes.jsonl").exists()
 
 

@@ -29,6 +29,7 @@ from ditto_tf.config import load_config
 from ditto_tf.data import collect, episodes
 from ditto_tf.runs import check_readable, read_metrics
 from ditto_tf.wm_training import load_world_model
+from ditto_tf.rundir import RunDir
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SEED = 20261125                         # the kill points are a pure function of this
@@ -66,8 +67,8 @@ def metric_lines(path: pathlib.Path) -> int:
 def progress(logdir: pathlib.Path, phase: str) -> int:
     """How far a running phase got: episode files for collect, log lines for the others."""
     if phase == "collect":
-        return len(list((logdir / "data").rglob("[0-9]*.npz")))
-    return metric_lines(logdir / phase / "metrics.jsonl")
+        return len(list(RunDir(logdir).data.rglob("[0-9]*.npz")))
+    return metric_lines(RunDir(logdir).metrics(phase))
 
 
 def kill_at_random_point(logdir: pathlib.Path, phase: str, rng: np.random.Generator) -> dict:
@@ -101,10 +102,10 @@ def check_episodes(logdir: pathlib.Path) -> None:
     """Every episode under a final name loads and the manifest lists exactly the files on disk."""
     for path in episode_files(logdir):
         episodes.load_episode(path)
-    manifest = logdir / "data" / "manifest.jsonl"
+    manifest = RunDir(logdir).manifest
     if manifest.exists():  # rewritten atomically: it parses at every moment
         listed = {json.loads(line)["file"] for line in manifest.read_text().splitlines()}
-        assert listed <= {p.relative_to(logdir / "data").as_posix() for p in episode_files(logdir)}
+        assert listed <= {p.relative_to(RunDir(logdir).data).as_posix() for p in episode_files(logdir)}
 
 
 def check_checkpoints(directory: pathlib.Path) -> list[str]:
@@ -146,8 +147,8 @@ def test_sigkill_at_random_point_then_resume(logdir: pathlib.Path, index: int, p
     # Right after the kill: nothing under a final name is half-written.
     check_episodes(logdir)
     if phase != "collect":
-        check_checkpoints(logdir / phase / "checkpoints")
-        check_metrics(logdir / phase / "metrics.jsonl", final=False)
+        check_checkpoints(RunDir(logdir).checkpoints(phase))
+        check_metrics(RunDir(logdir).metrics(phase), final=False)
 
     assert train.main([*FLAGS, "--logdir", str(logdir), "--phase", phase]) == 0
     assert not leftovers(logdir / ("data" if phase == "collect" else phase)), "temp files left behind"
@@ -156,12 +157,12 @@ def test_sigkill_at_random_point_then_resume(logdir: pathlib.Path, index: int, p
         for name, count in COUNTS.items():
             paths = episodes.list_episodes(collect.set_dir(logdir, name))
             assert [episodes.parse_name(p)[0] for p in paths] == list(range(count)), name
-        manifest = [json.loads(line) for line in (logdir / "data" / "manifest.jsonl").read_text().splitlines()]
+        manifest = [json.loads(line) for line in RunDir(logdir).manifest.read_text().splitlines()]
         assert sorted(e["file"] for e in manifest) == sorted(
-            p.relative_to(logdir / "data").as_posix() for p in episode_files(logdir))
+            p.relative_to(RunDir(logdir).data).as_posix() for p in episode_files(logdir))
         return
 
-    prefixes = check_checkpoints(logdir / phase / "checkpoints")
+    prefixes = check_checkpoints(RunDir(logdir).checkpoints(phase))
     assert prefixes and prefixes[-1].endswith(f"ckpt-{STEPS}")
     cfg = config()
     if phase == "world_model":
@@ -170,15 +171,15 @@ def test_sigkill_at_random_point_then_resume(logdir: pathlib.Path, index: int, p
         wm = load_world_model(cfg, logdir) if phase != "bc" else None
         for prefix in prefixes:  # every kept checkpoint restores into the real policy
             load_policy(cfg, logdir, phase, checkpoint=prefix, wm=wm)
-    rows = check_metrics(logdir / phase / "metrics.jsonl", final=True)
+    rows = check_metrics(RunDir(logdir).metrics(phase), final=True)
     assert rows[-1]["step"] == STEPS
     # Each log point once: rows of updates redone after the kill replace the old ones.
     assert [r["step"] for r in rows] == list(range(EVERY, STEPS + 1, EVERY))
     assert all(np.isfinite(v) for row in rows for v in row.values())
     # A second run has nothing left to do and changes nothing.
-    before = sorted(p.name for p in (logdir / phase / "checkpoints").iterdir())
+    before = sorted(p.name for p in RunDir(logdir).checkpoints(phase).iterdir())
     assert train.main([*FLAGS, "--logdir", str(logdir), "--phase", phase]) == 0
-    assert sorted(p.name for p in (logdir / phase / "checkpoints").iterdir()) == before
+    assert sorted(p.name for p in RunDir(logdir).checkpoints(phase).iterdir()) == before
 
 
 def test_logger_cuts_a_torn_line_and_rows_of_redone_updates(tmp_path: pathlib.Path) -> None:
@@ -225,7 +226,7 @@ def trained(tmp_path_factory) -> pathlib.Path:
 @pytest.mark.parametrize("phase", ["ditto", "bc", "world_model"])  # the world model last: agents use it
 def test_nonfinite_loss_stops_with_one_line_and_keeps_last_good_checkpoint(
         trained: pathlib.Path, phase: str, capsys) -> None:
-    directory = trained / phase / "checkpoints"
+    directory = RunDir(trained).checkpoints(phase)
     good = tf.train.latest_checkpoint(str(directory))
     assert good.endswith("ckpt-10")
     capsys.readouterr()
@@ -243,7 +244,7 @@ def test_nonfinite_loss_stops_with_one_line_and_keeps_last_good_checkpoint(
         value = reader.get_tensor(name)
         if np.issubdtype(np.asarray(value).dtype, np.floating):
             assert np.all(np.isfinite(value)), name
-    rows = read_metrics(trained / phase / "metrics.jsonl")
+    rows = read_metrics(RunDir(trained).metrics(phase))
     assert all(np.isfinite(v) for row in rows for v in row.values())  # no NaN was logged
     # Fixing the learning rate resumes from the kept checkpoint and finishes the planned updates.
     assert train.main([*NAN_FLAGS, "--logdir", str(trained), "--phase", phase, STEP_FLAG[phase], "20"]) == 0

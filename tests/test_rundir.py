@@ -11,7 +11,7 @@ import pytest
 
 import train
 from ditto_tf.errors import UserError
-from ditto_tf.rundir import RunDir, is_pinned, resolve_path
+from ditto_tf.rundir import RunDir, checkpoint_state, is_pinned, resolve_path
 
 MADE_WITH = ["--env.action_repeat", "2", "--env.crop", "0.3,0.8,0,1", "--agent.steps", "7"]
 
@@ -90,3 +90,57 @@ def test_pinned_change_through_the_cli_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "env.action_repeat: 2 -> 4" in err
     assert run.config_path.stat().st_mtime == 0  # not even rewritten
+
+
+def test_layout_is_spelled_once(tmp_path):
+    run = RunDir(tmp_path / "run")
+    root = run.root
+    assert run.expert_episodes("train") == run.episodes("expert_train") == root / "data/expert/train"
+    assert run.wm_episodes == root / "data/wm" and run.manifest == root / "data/manifest.jsonl"
+    assert run.wm_checkpoints == run.checkpoints("world_model") == root / "world_model/checkpoints"
+    assert run.model_spec == root / "world_model/model.json"
+    assert run.margin == root / "world_model/margin.json"
+    assert run.agent_checkpoints("dbc") == root / "dbc/checkpoints"
+    assert run.metrics("bc") == root / "bc/metrics.jsonl"
+    assert run.eval_cache("ditto") == root / "eval/ditto"
+    assert run.reference_scores == root / "eval/reference.json"
+    assert run.timings == root / "timings.json" and run.latents == root / "latents"
+
+
+def test_latest_step_reads_the_state_tensorflow_writes(tmp_path):
+    import tensorflow as tf
+
+    run = RunDir(tmp_path / "run")
+    assert run.latest_step("dbc") == 0
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(1.0)),
+                                         str(run.checkpoints("dbc")), max_to_keep=2)
+    for step in (5, 10, 15):
+        manager.save(checkpoint_number=step)
+    latest, kept = checkpoint_state(run.checkpoints("dbc"))
+    state = tf.train.get_checkpoint_state(str(run.checkpoints("dbc")))
+    assert latest == state.model_checkpoint_path and kept == list(state.all_model_checkpoint_paths)
+    assert run.latest_step("dbc") == 15
+    (run.checkpoints("dbc") / "checkpoint").write_text("garbage {{\n")
+    assert run.latest_step("dbc") == 0
+    with pytest.raises(UserError, match=r"dbc/checkpoints/checkpoint: unreadable"):
+        checkpoint_state(run.checkpoints("dbc"))
+
+
+def test_spec_gives_the_action_space_without_an_env(tmp_path, monkeypatch):
+    from ditto_tf import envs
+    from ditto_tf.config import load_config
+
+    run = RunDir(tmp_path / "run")
+    run.save_spec(3, {"vector": (4,)}, discrete=False)
+    assert run.spec() == {"action_size": 3, "discrete": False, "obs_shapes": {"vector": [4]}}
+    monkeypatch.setattr(envs, "make_env", lambda *a, **k: pytest.fail("built an env"))
+    assert run.action_space(load_config(["cartpole", "debug"])) == (3, False)
+
+
+def test_an_old_spec_falls_back_to_the_env(tmp_path):
+    from ditto_tf.config import load_config
+
+    run = RunDir(tmp_path / "run")
+    run.save_spec(7, {"image": (64, 64, 1)}, discrete=None)  # as written before `discrete`
+    assert run.spec() == {"action_size": 7, "image_shape": [64, 64, 1]}
+    assert run.action_space(load_config(["cartpole", "debug"])) == (2, True)  # CartPole's env

@@ -22,6 +22,7 @@ from ditto_tf.margin import ROWS, last_margins
 from ditto_tf.wm_training import load_world_model, run
 from ditto_tf.world_model import WorldModel, WorldModelTrainer
 from test_world_model import write_cartpole_episodes
+from ditto_tf.rundir import RunDir
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -31,14 +32,14 @@ def data_logdir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """A logdir holding real pixel CartPole episodes in the collect phase's layout."""
     logdir = tmp_path_factory.mktemp("logdir")
     config = load_config(["debug"])
-    write_cartpole_episodes(config, logdir / "data" / "wm", count=3, seed=1)
-    write_cartpole_episodes(config, logdir / "data" / "expert" / "train", count=2, seed=2)
-    write_cartpole_episodes(config, logdir / "data" / "expert" / "val", count=2, seed=3)
+    write_cartpole_episodes(config, RunDir(logdir).wm_episodes, count=3, seed=1)
+    write_cartpole_episodes(config, RunDir(logdir).expert_episodes("train"), count=2, seed=2)
+    write_cartpole_episodes(config, RunDir(logdir).expert_episodes("val"), count=2, seed=3)
     return logdir
 
 
 def _copy_data(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
-    for path in (source / "data").rglob("*.npz"):
+    for path in RunDir(source).data.rglob("*.npz"):
         if ".cache" in path.parts:
             continue
         dest = target / path.relative_to(source)
@@ -48,7 +49,7 @@ def _copy_data(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
 
 
 def _steps_logged(logdir: pathlib.Path) -> list[int]:
-    lines = (logdir / "world_model" / "metrics.jsonl").read_text().splitlines()
+    lines = RunDir(logdir).metrics("world_model").read_text().splitlines()
     return [json.loads(line)["step"] for line in lines]
 
 
@@ -59,7 +60,7 @@ def test_phase_resumes_after_kill(data_logdir: pathlib.Path, tmp_path: pathlib.P
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *flags], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    checkpoints = logdir / "world_model" / "checkpoints"
+    checkpoints = RunDir(logdir).wm_checkpoints
     deadline = time.time() + 240
     try:
         while tf.train.latest_checkpoint(str(checkpoints)) is None:
@@ -80,11 +81,11 @@ def test_phase_resumes_after_kill(data_logdir: pathlib.Path, tmp_path: pathlib.P
     resumed = steps[steps.index(saved) + 1:] if saved in steps else steps
     assert resumed and resumed[0] > saved and resumed[-1] == saved + 5
     assert int(tf.train.latest_checkpoint(str(checkpoints)).rsplit("-", 1)[1]) == saved + 5
-    record = json.loads((logdir / "world_model" / "metrics.jsonl").read_text().splitlines()[-1])
+    record = json.loads(RunDir(logdir).metrics("world_model").read_text().splitlines()[-1])
     for key in ("train/model_loss", "train/image_loss", "train/kl_loss", "train/prior_ent",
                 "train/post_ent", "train/model_grad_norm", "train/updates_per_second"):
         assert np.isfinite(record[key]), key
-    assert list((logdir / "world_model").glob("events.out.tfevents.*"))
+    assert list(RunDir(logdir).world_model.glob("events.out.tfevents.*"))
     # Already done: a second call trains nothing and returns the same step.
     assert run(config, logdir) == saved + 5
 
@@ -94,7 +95,7 @@ def test_phase_logs_openloop_video_and_loads(data_logdir: pathlib.Path, tmp_path
     config = load_config(["debug"], ["--precision", "float32"])  # 10 steps, video at step 10
     assert run(config, logdir) == config.world_model.steps
     tags = set()
-    for event_file in (logdir / "world_model").glob("events.out.tfevents.*"):
+    for event_file in RunDir(logdir).world_model.glob("events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(str(event_file)):
             for value in event.summary.value:
                 tags.add(value.tag)
@@ -111,7 +112,7 @@ def test_phase_logs_openloop_video_and_loads(data_logdir: pathlib.Path, tmp_path
     model = load_world_model(config, logdir)
     # Same weights as a full restore (model + optimizer + step), and not a fresh initialisation.
     full = WorldModel(config, action_size=2)
-    step = Checkpointer(logdir / "world_model" / "checkpoints", model=full,
+    step = Checkpointer(RunDir(logdir).wm_checkpoints, model=full,
                         optimizer=WorldModelTrainer(full, config).optimizer).restore()
     assert step == config.world_model.steps
     fresh = WorldModel(config, action_size=2)
@@ -122,7 +123,7 @@ def test_phase_logs_openloop_video_and_loads(data_logdir: pathlib.Path, tmp_path
 
 
 def test_load_world_model_without_checkpoint_names_the_dir(tmp_path: pathlib.Path) -> None:
-    with pytest.raises(UserError, match=str(tmp_path / "world_model" / "checkpoints")):
+    with pytest.raises(UserError, match=str(RunDir(tmp_path).wm_checkpoints)):
         load_world_model(load_config(["debug"]), tmp_path)
 
 
@@ -132,7 +133,7 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(data_logdir: pathlib.Pat
                                              "--world_model.lr", "1e30", "--world_model.steps", "50"])
     with pytest.raises(UserError, match="Last good checkpoint") as error:
         run(config, logdir)
-    latest = tf.train.latest_checkpoint(str(logdir / "world_model" / "checkpoints"))
+    latest = tf.train.latest_checkpoint(str(RunDir(logdir).wm_checkpoints))
     assert "loss is" in str(error.value)
     if latest is not None:  # the kept checkpoint holds finite weights
         reader = tf.train.load_checkpoint(latest)

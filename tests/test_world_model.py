@@ -16,19 +16,19 @@ from ditto_tf.checkpoints import Checkpointer
 from ditto_tf.config import Config, load_config
 from ditto_tf.data.episodes import load_episodes, save_episode
 from ditto_tf.envs import make_env
-from ditto_tf.data.collect import random_policy, rollout
+from ditto_tf.driver import RandomActor, drive
 from ditto_tf.errors import UserError
 from ditto_tf.world_model import WorldModel, WorldModelTrainer
 
 
 def write_cartpole_episodes(config: Config, directory: pathlib.Path, count: int, seed: int,
-                            policy: Callable[[Any, np.random.Generator], int] = random_policy,
+                            actor: Callable[[Any], Any] = lambda env: RandomActor(env.act_space),
                             first_index: int = 0) -> None:
-    """Real pixel CartPole episodes of `policy(env, rng)` (random by default), recorded by the
-    collect phase's own `rollout`, in the episode file format, indexed from `first_index`."""
+    """Real pixel CartPole episodes of `actor(env)` (random by default), recorded by the driver
+    collect uses, in the episode file format, indexed from `first_index`."""
     env = make_env(config, seed=seed)
-    for index in range(count):
-        save_episode(directory, rollout(env, policy, seed * 1000 + index), first_index + index)
+    drive([env], actor(env), [count], seeds=lambda _, index: seed * 1000 + index, record=True,
+          on_episode=lambda e: save_episode(directory, e.data, first_index + e.number))
     env.close()
 
 

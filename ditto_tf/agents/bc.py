@@ -20,11 +20,12 @@ import tensorflow as tf
 
 from ditto_tf.agents.actor_critic import Optimizer, action_dist, dist_mode
 from ditto_tf import obs_keys
-from ditto_tf.agents.runner import action_space, already_trained, train_loop
+from ditto_tf.agents.runner import action_space, already_trained, train_agent
 from ditto_tf.config import Config
 from ditto_tf.data.episodes import load_episodes
 from ditto_tf.errors import UserError
 from ditto_tf.nets import MLP, ConvEncoder, Standardize
+from ditto_tf.rundir import RunDir
 from ditto_tf.wm_data import MIN_STD
 from ditto_tf.world_model import image_shape, precision_policy
 
@@ -141,7 +142,7 @@ class FrameData:
 def _load(config: Config, logdir: pathlib.Path, split: str
           ) -> tuple[list[dict[str, np.ndarray]], dict[str, tuple[int, ...]]]:
     """The expert episodes of `split` and their observation shapes."""
-    directory = logdir / "data" / "expert" / split
+    directory = RunDir(logdir).expert_episodes(split)
     limit = (config.agent.expert_episodes or config.data.expert_train) if split == "train" else None
     episodes = load_episodes(directory, limit, skip_corrupt=config.data.skip_corrupt)
     if not episodes or (limit is not None and len(episodes) < limit):
@@ -200,7 +201,7 @@ def run(config: Config, logdir: pathlib.Path) -> None:
     """`--phase bc`: BC on the expert train episodes in the logdir."""
     if already_trained(logdir, "bc", config.bc.steps):
         return
-    act_dim, discrete = action_space(config)
+    act_dim, discrete = action_space(config, logdir)
     (train_eps, shapes), (val_eps, _) = _load(config, logdir, "train"), _load(config, logdir, "val")
     agent = BC(config, act_dim, discrete, shapes)
     net, stack = agent.net, config.bc.frame_stack
@@ -230,4 +231,4 @@ def run(config: Config, logdir: pathlib.Path) -> None:
         return {k: sum(float(c[k]) * w for c, w in zip(chunks, weights)) / sum(weights)
                 for k in chunks[0]}
 
-    train_loop(config, logdir, "bc", config.bc.steps, agent.trackables(), update, validate)
+    train_agent(config, logdir, "bc", config.bc.steps, agent.trackables(), update, validate)

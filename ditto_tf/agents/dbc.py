@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from ditto_tf.agents.actor_critic import Optimizer, action_dist, dist_mode, make_actor, validation_metrics
 from ditto_tf.agents.latents import to_state
-from ditto_tf.agents.runner import (LatentSetup, already_trained, prepare_latent, train_loop,
+from ditto_tf.agents.runner import (LatentSetup, already_trained, prepare_latent, train_agent,
                                     validation_windows)
 from ditto_tf.config import Config
 
@@ -81,5 +81,5 @@ def run(config: Config, logdir: pathlib.Path) -> None:
     latent = config.ditto.reward_latent
     validate = tf.function(lambda states, actions: validation_metrics(
         setup.wm.rssm, agent.actor, states, actions, setup.discrete, latent))
-    train_loop(config, logdir, "dbc", c.steps, agent.trackables(), update,
+    train_agent(config, logdir, "dbc", c.steps, agent.trackables(), update,
                lambda: validate(val_states, val_actions))

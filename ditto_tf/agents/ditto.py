@@ -14,7 +14,7 @@ import tensorflow as tf
 from ditto_tf.agents.actor_critic import ActorCritic, validation_metrics
 from ditto_tf.agents.eq8 import (  # noqa: F401  (re-exported: the names DITTO's users know)
     FORMS, LATENTS, check_form, check_latent, ditto_reward, latent_reward, select_latent)
-from ditto_tf.agents.runner import already_trained, prepare_latent, train_loop, validation_windows
+from ditto_tf.agents.runner import already_trained, prepare_latent, train_agent, validation_windows
 
 
 class DittoReward:
@@ -58,7 +58,7 @@ def train_imitation(config: Any, logdir: pathlib.Path, name: str, reward_factory
         return agent.update(setup.states(windows), step)
 
     trackables = {**agent.trackables(), **reward.trackables()}
-    train_loop(config, logdir, name, c.steps, trackables, update,
+    train_agent(config, logdir, name, c.steps, trackables, update,
                lambda: validate(val_states, val_actions))
 
 

@@ -26,9 +26,11 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
+from ditto_tf.config import Config
 from ditto_tf.data.episodes import list_episodes, load_episode
 from ditto_tf.errors import UserError
 from ditto_tf.files import atomic_path
+from ditto_tf.rundir import RunDir
 
 CHUNK = 128  # filter steps per compiled call (long Atari episodes are encoded in chunks)
 GROUP = 8  # episodes filtered side by side (padded to the longest)
@@ -155,14 +157,15 @@ def _save(path: pathlib.Path, **arrays: np.ndarray) -> None:
             np.savez_compressed(f, **arrays)
 
 
-def load_expert_latents(config: Any, logdir: pathlib.Path, wm: Any, checkpoint: str,
+def load_expert_latents(config: Config, logdir: str | pathlib.Path, wm: Any, checkpoint: str,
                         split: str) -> ExpertLatents:
     """Latents of the expert `split` (train: the first N_E episodes by index; val: all).
 
     Episodes already encoded with this world-model checkpoint are read from the cache; the rest
     are encoded (with a progress bar) and cached.
     """
-    directory = logdir / "data" / "expert" / split
+    run = RunDir(logdir)
+    directory = run.expert_episodes(split)
     paths = list_episodes(directory, skip_corrupt=config.data.skip_corrupt)
     if split == "train":
         count = config.agent.expert_episodes or config.data.expert_train
@@ -172,7 +175,7 @@ def load_expert_latents(config: Any, logdir: pathlib.Path, wm: Any, checkpoint: 
         paths = paths[:count]
     if not paths:
         raise UserError(f"{directory}: no expert episodes; run --phase collect first")
-    root = logdir / "latents"
+    root = run.latents
     key = cache_key(checkpoint)
     cache = root / key
     if root.is_dir():  # latents of older world-model checkpoints are stale

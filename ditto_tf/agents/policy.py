@@ -1,10 +1,8 @@
 """Policies that act in the true environment from raw observation dicts, batched over envs.
 
     policy = load_policy(config, logdir, 'ditto', checkpoint)   # or 'dgail', 'dbc', 'bc'
-    obs = VecEnv.stack(vec.reset())
-    while ...:
-        actions = policy(obs)          # (N, A): one-hot rows for discrete envs, else vectors
-        obs = VecEnv.stack(vec.step(list(actions)))
+    episodes = drive(envs, policy, quotas(20, len(envs)))      # ditto_tf.driver: an actor
+    actions = policy.act(obs)          # (N, A): one-hot rows for discrete envs, else vectors
     policy.load(other_checkpoint)      # e.g. the last 10 checkpoints, world model loaded once
 
 Latent agents (DITTO, D-GAIL, D-BC) filter the frames with the world model's encoder and RSSM
@@ -24,6 +22,7 @@ from ditto_tf.agents.actor_critic import action_dist, dist_mode, make_actor
 from ditto_tf.agents.runner import action_space, observation_shapes
 from ditto_tf.config import Config
 from ditto_tf.errors import UserError
+from ditto_tf.rundir import RunDir
 from ditto_tf.runs import LATENT_AGENTS
 # World models loaded by `load_policy`, keyed by their checkpoint: evaluating the last 10 agent
 # checkpoints builds and restores the world model once, not 10 times.
@@ -60,8 +59,11 @@ class LatentPolicy:
         _restore(checkpoint, actor=self.actor)
         self.reset()
 
-    def reset(self) -> None:
-        self.state, self.prev_action = None, None
+    def reset(self, index: int | None = None, seed: int | None = None) -> None:
+        """index None: forget every env's filter state. An env's new episode needs nothing: its
+        filter restarts at the observation's `is_first`."""
+        if index is None:
+            self.state, self.prev_action = None, None
 
     @tf.function
     def _step(self, obs: dict[str, tf.Tensor], is_first: tf.Tensor, state: dict[str, tf.Tensor],
@@ -73,7 +75,7 @@ class LatentPolicy:
         action = dist_mode(dist, self.discrete) if mode else dist.sample()
         return tf.stop_gradient(action), post
 
-    def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+    def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """obs: {image (N, H, W, C) uint8 and/or vector (N, D), is_first (N,) bool, ...}
         -> actions (N, A) float32."""
         keys = [*self.wm.keys.encoder_cnn, *self.wm.keys.encoder_mlp]
@@ -116,15 +118,19 @@ class BCPolicy:
         _restore(checkpoint, bc=self.net)
         self.reset()
 
-    def reset(self) -> None:
-        self.frames = None
+    def reset(self, index: int | None = None, seed: int | None = None) -> None:
+        """index None: forget every env's frames. An env's new episode needs nothing: its stack
+        restarts at the observation's `is_first`."""
+        if index is None:
+            self.frames = None
 
     @tf.function
     def _act(self, obs: dict[str, tf.Tensor], mode: bool) -> tf.Tensor:
         dist = self.net.dist(obs)
         return dist_mode(dist, self.discrete) if mode else dist.sample()
 
-    def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+    def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """As `LatentPolicy.act`, from the last `bc.frame_stack` observations of each env."""
         from ditto_tf.agents.bc import stack_vectors
 
         current = {}
@@ -160,14 +166,14 @@ def load_policy(config: Config, logdir: str | pathlib.Path, agent: str,
 
     Pass `wm` to share one loaded world model between several latent policies.
     """
-    logdir = pathlib.Path(logdir)
+    run = RunDir(logdir)
     if agent not in (*LATENT_AGENTS, "bc"):
         raise UserError(f"agent {agent!r} is not one of ditto, dgail, dbc, bc")
     if checkpoint is None:
-        checkpoint = tf.train.latest_checkpoint(str(logdir / agent / "checkpoints"))
+        checkpoint = tf.train.latest_checkpoint(str(run.agent_checkpoints(agent)))
         if checkpoint is None:
-            raise UserError(f"{logdir / agent / 'checkpoints'}: no {agent} checkpoint; train it first")
-    act_dim, discrete = action_space(config)
+            raise UserError(f"{run.agent_checkpoints(agent)}: no {agent} checkpoint; train it first")
+    act_dim, discrete = action_space(config, run.root)
     if agent == "bc":
         return BCPolicy(config, act_dim, discrete, checkpoint, deterministic,
                         observation_shapes(config))
@@ -175,9 +181,9 @@ def load_policy(config: Config, logdir: str | pathlib.Path, agent: str,
         from ditto_tf.agents.runner import world_model_checkpoint
         from ditto_tf.wm_training import load_world_model
 
-        key = (str(logdir.resolve()), world_model_checkpoint(logdir))
+        key = (str(run.root.resolve()), world_model_checkpoint(run.root))
         if key not in _WORLD_MODELS:
             _WORLD_MODELS.clear()  # keep at most one world model alive
-            _WORLD_MODELS[key] = load_world_model(config, logdir)
+            _WORLD_MODELS[key] = load_world_model(config, run.root)
         wm = _WORLD_MODELS[key]
     return LatentPolicy(config, wm, act_dim, discrete, checkpoint, deterministic)

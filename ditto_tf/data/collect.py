@@ -14,8 +14,8 @@ Writes, under `DIR/data/`:
 
 Episodes hold the observation keys the config reads (`obs_keys`: image and/or vector); with
 no cnn key matching `image`, frames are not even rendered. Each episode is a full game to the env's real end (Atari: game over, unclipped score). The
-expert acts on its own observation pipeline (`expert.act(env)` reads `env.native_obs`); we
-record the env's pixel frames. Episode i of a set is seeded from (config.seed, set, i), so a
+expert acts on its own observation pipeline (it reads `env.native_obs`); we record the env's
+pixel frames. Episode i of a set is seeded from (config.seed, set, i), so a
 second run tops every set up to the requested count without redoing or duplicating episodes;
 each file appears atomically, so a kill loses at most the episode in progress.
 """
@@ -26,10 +26,9 @@ import contextlib
 import fcntl
 import json
 import pathlib
-import sys
 import time
 import zipfile
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import tqdm
@@ -37,13 +36,16 @@ import tqdm
 from ditto_tf import envs, obs_keys
 from ditto_tf.config import Config
 from ditto_tf.data import episodes
+from ditto_tf.data.policies import Entry, build_policies
+from ditto_tf.driver import Episode, drive
 from ditto_tf.errors import UserError
 from ditto_tf.files import atomic_write_text
+from ditto_tf.rundir import EPISODE_SETS, RunDir
 
 # set name -> (directory under LOGDIR/data, seed stream id). The ids keep seeds of different
 # sets apart; never renumber them or resumed datasets get different seeds.
-SETS = {"wm": ("wm", 0), "expert_train": ("expert/train", 1), "expert_val": ("expert/val", 2)}
-Policy = Callable[[envs.Env, np.random.Generator], Any]
+SETS = {name: (EPISODE_SETS[name], number)
+        for name, number in (("wm", 0), ("expert_train", 1), ("expert_val", 2))}
 
 
 def episode_seed(seed: int, name: str, index: int) -> int:
@@ -52,125 +54,13 @@ def episode_seed(seed: int, name: str, index: int) -> int:
 
 
 def data_dir(logdir: str | pathlib.Path) -> pathlib.Path:
-    return pathlib.Path(logdir) / "data"
+    """Collect's folder of `logdir`."""
+    return RunDir(logdir).data
 
 
 def set_dir(logdir: str | pathlib.Path, name: str) -> pathlib.Path:
     """Directory of set `name` (wm, expert_train, expert_val) in `logdir`."""
-    return data_dir(logdir) / SETS[name][0]
-
-
-# ----------------------------------------------------------------------------------------------
-# Policies
-
-
-def random_policy(env: envs.Env, rng: np.random.Generator) -> Any:
-    """A uniform random action from the episode's generator (reproducible per episode)."""
-    space = env.act_space
-    if env.discrete:
-        return int(rng.integers(space.n))
-    low = np.where(np.isfinite(space.low), space.low, -1.0)
-    high = np.where(np.isfinite(space.high), space.high, 1.0)
-    return rng.uniform(low, high).astype(np.float32)
-
-
-def expert_policy(expert: Any, epsilon: float = 0.0) -> Policy:
-    """The expert's action, replaced by a random one with probability `epsilon`.
-
-    The expert is asked every step even when its action is replaced: it builds its own
-    observation (frame stack, normalisation) from `env.native_obs` and must see every frame.
-    """
-
-    def policy(env: envs.Env, rng: np.random.Generator) -> Any:
-        action = expert.act(env)
-        if epsilon > 0 and rng.random() < epsilon:
-            return random_policy(env, rng)
-        return action
-
-    return policy
-
-
-def _reset_expert(expert: Any, seed: int) -> None:
-    """Reset the expert's episode state and seed its sampling for this episode."""
-    expert.reset()
-    torch = sys.modules.get("torch")  # zoo agents sample from torch's global generator
-    if torch is not None:
-        torch.manual_seed(seed)
-
-
-def build_policies(config: Config, env: envs.Env) -> dict[str, tuple[str, Policy, Any]]:
-    """{set name: (agent label, policy, expert or None)}.
-
-    Loads every expert the sets need and checks it against `env` (action space, observations)
-    before anything is written: bad folders, zips and mismatches fail here in one line.
-    """
-
-    def load(algo: str | None = None) -> tuple[str, Policy, Any]:
-        if config.expert.source == "random":  # seeded per episode, unlike a shared generator
-            return "random", random_policy, None
-        from ditto_tf.experts import load_expert  # torch and the zoo: only when needed
-
-        expert = load_expert(config, algo=algo, env=env)
-        return expert.label, expert_policy(expert), expert
-
-    needed = config.data.expert_train + config.data.expert_val > 0
-    wm = str(config.data.wm_policy)
-    eps = float(config.data.wm_epsilon)
-    if wm == "epsilon" and not 0.0 <= eps <= 1.0:
-        raise UserError(f"data.wm_epsilon: {eps} is not a probability in [0, 1]")
-    if needed or wm in ("expert", "epsilon", config.expert.algo):
-        expert = load()
-    else:  # no expert episodes to record: nothing to load
-        expert = (f"{config.expert.algo}:{config.expert.env_id} (not loaded)", random_policy, None)
-    if wm == "random":
-        wm_entry: tuple[str, Policy, Any] = ("random", random_policy, None)
-    elif wm in ("expert", config.expert.algo):
-        wm_entry = expert
-    elif wm == "epsilon":
-        label, _, model = expert
-        policy = expert_policy(model, eps) if model is not None else random_policy
-        wm_entry = (f"{label} + epsilon {eps:g} random", policy, model)
-    else:  # another algorithm from the same source, e.g. a2c
-        try:
-            wm_entry = load(wm)
-        except UserError as e:
-            raise UserError(f"data.wm_policy {wm!r} (expert | random | epsilon | a zoo algo): {e}") from None
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        # One env, batch-1 inference: extra threads only add sync cost, and on a busy 2-core
-        # machine they made the Atari CNN 15x slower (24 ms vs 1.4 ms per step).
-        torch.set_num_threads(1)
-    return {"wm": wm_entry, "expert_train": expert, "expert_val": expert}  # type: ignore[dict-item]
-
-
-# ----------------------------------------------------------------------------------------------
-# Rollouts
-
-
-def rollout(env: envs.Env, policy: Policy, seed: int, expert: Any = None,
-            on_step: Callable[[], None] | None = None,
-            keys: Any = None) -> dict[str, np.ndarray]:
-    """One full episode in DreamerV2 layout (action[t] led to image[t], zeros at t=0).
-
-    `keys`: the observation keys to keep (None: all the env offers).
-    """
-    rng = np.random.default_rng(seed)
-    obs = env.reset(seed=seed)
-    if expert is not None:
-        _reset_expert(expert, seed)
-    steps = [obs]
-    actions = [np.zeros(env.action_size, np.float32)]
-    while not obs["is_last"]:
-        action = policy(env, rng)
-        obs = env.step(action)
-        steps.append(obs)
-        actions.append(env.action_vector(action))
-        if on_step is not None:
-            on_step()
-    drop = set() if keys is None else set(obs_keys.OBS_KEYS) - set(keys)
-    episode = {key: np.stack([s[key] for s in steps]) for key in steps[0] if key not in drop}
-    episode["action"] = np.stack(actions)
-    return episode
+    return RunDir(logdir).episodes(name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -226,10 +116,12 @@ class Manifest:
     deterministic seed.
     """
 
-    def __init__(self, logdir: str | pathlib.Path, config: Config):
-        self.root = data_dir(logdir)
-        self.path = self.root / "manifest.jsonl"
+    def __init__(self, logdir: str | pathlib.Path, config: Config,
+                 action: dict[str, Any] | None = None):
+        run = RunDir(logdir)
+        self.root, self.path, self.summary_path = run.data, run.manifest, run.summary
         self.config = config
+        self.action = action  # {size, discrete} of the env, recorded in the summary
         self.entries: dict[str, dict[str, Any]] = {}
         if self.path.exists():
             for number, line in enumerate(self.path.read_text().splitlines(), 1):
@@ -276,25 +168,21 @@ class Manifest:
         summary["expert"]["agent"] = " | ".join(agents)
         summary["task"] = self.config.task
         summary["wm_policy"] = self.config.data.wm_policy
+        if self.action is not None:
+            summary["action"] = self.action
         return summary
 
     def write(self) -> dict[str, Any]:
         lines = "".join(json.dumps(e) + "\n" for e in self._sorted())
         atomic_write_text(self.path, lines)
         summary = self.summary()
-        atomic_write_text(self.root / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(self.summary_path, json.dumps(summary, indent=2) + "\n")
         return summary
 
 
 def load_summary(logdir: str | pathlib.Path) -> dict[str, Any]:
     """The collect summary of `logdir` (expert return mean/std is the normaliser)."""
-    path = data_dir(logdir) / "summary.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found; run --phase collect first") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+    return RunDir(logdir).collect_summary()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,10 +190,11 @@ def load_summary(logdir: str | pathlib.Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _exclusive(root: pathlib.Path) -> Iterator[None]:
+def _exclusive(run: RunDir) -> Iterator[None]:
     """One collector per logdir: two would write the same episode indices."""
+    root = run.data
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".collect.lock", "w") as lock:
+    with open(run.collect_lock, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -335,14 +224,15 @@ def run(config: Config, logdir: str | pathlib.Path) -> dict[str, Any]:
     env = envs.make_env(config, seed=int(config.seed))
     keys = obs_keys.select(config, obs_keys.env_shapes(env)).stored
     policies = build_policies(config, env)
-    root = data_dir(logdir)
+    run_dir = RunDir(logdir)
+    root = run_dir.data
     existing = {name: episodes.list_episodes(set_dir(logdir, name), skip_corrupt=False)
                 for name in SETS}
     for paths in existing.values():
         _check_existing(paths, env, keys)
 
-    with _exclusive(root):
-        manifest = Manifest(logdir, config)
+    with _exclusive(run_dir):
+        manifest = Manifest(logdir, config, {"size": env.action_size, "discrete": env.discrete})
         for name in SETS:
             _remove_stale_temps(set_dir(logdir, name))
             manifest.sync(name, existing[name], policies[name][0])
@@ -356,7 +246,7 @@ def run(config: Config, logdir: str | pathlib.Path) -> dict[str, Any]:
     if expert["episodes"]:
         print(f"expert {expert['agent']} on {config.task}: return {expert['mean']:.2f} +- "
               f"{expert['std']:.2f} over {expert['episodes']} episodes "
-              f"(summary in {root / 'summary.json'})")
+              f"(summary in {run_dir.summary})")
     wm = summary["wm"]
     if wm["episodes"]:
         print(f"wm data ({config.data.wm_policy}): return {wm['mean']:.2f} +- {wm['std']:.2f} "
@@ -365,14 +255,15 @@ def run(config: Config, logdir: str | pathlib.Path) -> dict[str, Any]:
 
 
 def _collect_set(config: Config, logdir: str | pathlib.Path, env: envs.Env, name: str, count: int,
-                 entry: tuple[str, Policy, Any], manifest: Manifest, keys: list[str]) -> None:
+                 entry: Entry, manifest: Manifest, keys: list[str]) -> None:
     """Record the episodes of set `name` whose index in [0, count) has no file yet."""
     directory = set_dir(logdir, name)
     done = {episodes.parse_name(p)[0] for p in episodes.list_episodes(directory)}
     missing = [i for i in range(count) if i not in done]
     if not missing:
         return
-    agent, policy, expert = entry
+    agent, actor = entry
+    seeds = [episode_seed(config.seed, name, index) for index in missing]
     returns = manifest.returns(name)
     bar = tqdm.tqdm(total=count, initial=count - len(missing), desc=f"collect {SETS[name][0]}",
                     unit="ep", dynamic_ncols=True)
@@ -389,17 +280,19 @@ def _collect_set(config: Config, logdir: str | pathlib.Path, env: envs.Env, name
         if steps % 1000 == 0:
             postfix()
 
+    def save(episode: Episode) -> None:
+        nonlocal steps
+        steps += 1  # the reset frame
+        path = episodes.save_episode(directory, episode.data, missing[episode.number])
+        ret = float(np.sum(episode.data["reward"], dtype=np.float64))
+        manifest.add(name, path, agent, seeds[episode.number], ret)
+        manifest.write()
+        returns.append(ret)
+        bar.update(1)
+        postfix()
+
     try:
-        for index in missing:
-            seed = episode_seed(config.seed, name, index)
-            episode = rollout(env, policy, seed, expert, on_step, keys)
-            steps += 1  # the reset frame
-            path = episodes.save_episode(directory, episode, index)
-            ret = float(np.sum(episode["reward"], dtype=np.float64))
-            manifest.add(name, path, agent, seed, ret)
-            manifest.write()
-            returns.append(ret)
-            bar.update(1)
-            postfix()
+        drive([env], actor, [len(missing)], seeds=lambda _, number: seeds[number], record=True,
+              keys=keys, on_step=on_step, on_episode=save)
     finally:
         bar.close()
