@@ -59,8 +59,12 @@ SETTINGS: dict[str, tuple[str, list[str], list[str]]] = {
         "--data.wm_epsilon", "0.5", "--data.wm_episodes", "100", "--world_model.steps", "2000",
         "--agent.steps", "300", "--dbc.steps", "300", "--bc.steps", "300"]),
     # State vectors (the `vector` block: MLP encoder and decoder, no images rendered).
+    # DITTO's knobs measured on vector CartPole (BENCHMARKS.md, "Vector CartPole: DITTO's knobs"):
+    # eq. 8 on h, horizon 50, gamma 0.99, entropy 0.01 (the quickstart's agent settings).
     "cartpole_vector": ("cartpole", ["vector"], COMMON + BUDGET + [
-        "--data.wm_epsilon", "0.25", "--data.wm_episodes", "60", "--world_model.steps", "2000"]),
+        "--data.wm_epsilon", "0.25", "--data.wm_episodes", "60", "--world_model.steps", "2000",
+        "--ditto.reward_latent", "deter", "--agent.horizon", "50", "--agent.gamma", "0.99",
+        "--agent.entropy", "0.01"]),
     "lunarlander_vector": ("lunarlander", ["vector"], COMMON + BUDGET + [
         "--data.wm_epsilon", "0.25", "--data.wm_episodes", "60", "--world_model.steps", "2000"]),
     "bipedalwalker_vector": ("bipedalwalker", ["vector"], COMMON + BUDGET + [
