@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 from typing import Callable, Sequence
 
@@ -20,15 +19,15 @@ PHASES = ("collect", "world_model", "ditto", "dgail", "dbc", "bc", "evaluate")
 PIPELINE = ["collect", "world_model", "ditto", "dgail", "dbc", "bc"]
 
 
-def phase_function(phase: str) -> Callable[[Config, pathlib.Path], None]:
-    """The function that runs `phase` on (config, logdir). Imported here, not at the top, so
+def phase_function(phase: str) -> Callable[[Config, RunDir], object]:
+    """The function that runs `phase` on (config, run directory). Imported here, not at the top, so
     that TensorFlow loads only after the flags were checked and its start-up noise silenced."""
     from ditto_tf import evaluation, wm_training
     from ditto_tf.agents import bc, dbc, dgail, ditto
     from ditto_tf.data import collect
 
     return {"collect": collect.run, "world_model": wm_training.run, "ditto": ditto.run,
-            "dgail": dgail.run, "dbc": dbc.run, "bc": bc.run, "evaluate": evaluation.phase}[phase]
+            "dgail": dgail.run, "dbc": dbc.run, "bc": bc.run, "evaluate": evaluation.run}[phase]
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -64,11 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet_tensorflow(args.verbose)  # after the cheap checks: a bad flag fails at once
         function = phase_function(args.phase) if args.phase != "all" else None
         if function is not None:
-            function(config, rundir.root)
+            function(config, rundir)
         else:  # every phase, then evaluation, the results table and where everything is
             from ditto_tf.pipeline import run_all
 
-            run_all(config, rundir.root, PIPELINE, phase_function)
+            run_all(config, rundir, PIPELINE, phase_function)
     return 0
 
 

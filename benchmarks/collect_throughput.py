@@ -28,6 +28,7 @@ from ditto_tf import envs, obs_keys  # noqa: E402
 from ditto_tf.config import load_config  # noqa: E402
 from ditto_tf.data import collect, policies  # noqa: E402
 from ditto_tf.driver import Actor, RandomActor, drive  # noqa: E402
+from ditto_tf.rundir import RunDir  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 CASES = {
@@ -63,9 +64,10 @@ def measure(name: str, episodes: int, time_limit: int) -> dict[str, float]:
     steps = play(env, actor, seeds)
     rates["bare"] = steps / (time.perf_counter() - start)
     with tempfile.TemporaryDirectory() as logdir:
-        manifest = collect.Manifest(logdir, config)
+        run = RunDir(logdir)
+        manifest = collect.Manifest(run, config)
         start = time.perf_counter()
-        collect._collect_set(config, logdir, env, "expert_train", episodes,
+        collect._collect_set(config, run, env, "expert_train", episodes,
                              (agent, actor), manifest, keys)
         seconds = time.perf_counter() - start
         recorded = sum(e["length"] - 1 for e in manifest.entries.values())

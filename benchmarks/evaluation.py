@@ -26,6 +26,7 @@ from ditto_tf.config import load_config, parse_overrides  # noqa: E402
 from ditto_tf.evaluation import EVAL_SEED, Protocol, _play, eval_config  # noqa: E402
 from ditto_tf.driver import ExpertActor, RandomActor  # noqa: E402
 from ditto_tf.runs import load_run_config  # noqa: E402
+from ditto_tf.rundir import RunDir  # noqa: E402
 
 
 def main() -> None:
@@ -52,7 +53,7 @@ def main() -> None:
     if args.logdir:
         from ditto_tf.agents.policy import load_policy
 
-        policy = load_policy(config, args.logdir, args.agent, deterministic=args.deterministic)
+        policy = load_policy(config, RunDir(args.logdir), args.agent, deterministic=args.deterministic)
         actors[args.agent] = lambda envs: (policy.reset(), policy)[1]
     print(f"task {config.task}, {args.episodes} episodes per line")
     for name, make_actor in actors.items():

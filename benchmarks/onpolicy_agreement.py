@@ -69,7 +69,7 @@ def agreement(config: Config, logdir: pathlib.Path, agent: str, episodes: int,
     if not env.discrete:
         raise UserError(f"{config.task}: agreement needs discrete actions")
     expert = load_expert(config, env=env)
-    policy = load_policy(config, logdir, agent, deterministic=True)
+    policy = load_policy(config, RunDir(logdir), agent, deterministic=True)
     out = {}
     for driver in ("agent", "expert"):
         actor = Agreement(env, policy, expert, driver)

@@ -32,12 +32,14 @@ def report(logdir: pathlib.Path, horizon: int | None, count: int, seed: int = 0)
     from ditto_tf.agents.latents import load_expert_latents
     from ditto_tf.agents.runner import world_model_checkpoint
     from ditto_tf.margin import measure
+    from ditto_tf.rundir import RunDir
     from ditto_tf.runs import load_run_config
     from ditto_tf.wm_training import load_world_model
 
     config = load_run_config(logdir)
-    wm = load_world_model(config, logdir)
-    val = load_expert_latents(config, logdir, wm, world_model_checkpoint(logdir), "val")
+    run = RunDir(logdir)
+    wm = load_world_model(config, run)
+    val = load_expert_latents(config, run, wm, world_model_checkpoint(run), "val")
     return measure(wm.rssm, val, horizon or int(config.agent.horizon), count, seed)
 
 

@@ -75,19 +75,20 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     config = load_config(args.configs, ["--world_model.steps", str(args.steps), "--precision",
                                         "float32", *overrides])
-    val = load_episodes(RunDir(args.logdir).expert_episodes("val"))
+    rundir = RunDir(args.logdir)
+    val = load_episodes(rundir.expert_episodes("val"))
     batch = windows(val, args.context + args.horizon, args.stride)
-    train = [e for d in train_dirs(config, args.logdir) for e in load_episodes(d, limit=20)]
+    train = [e for d in train_dirs(config, rundir) for e in load_episodes(d, limit=20)]
     mean_frame = np.concatenate([e["image"] for e in train]).astype(np.float32).mean(0) / 255
 
     keras.utils.set_random_seed(config.seed)
     untrained = WorldModel(config, int(batch["action"].shape[-1]))
     before = openloop_mse(untrained, batch, args.context)
     start = time.perf_counter()
-    run(config, args.logdir)
+    run(config, rundir)
     seconds = time.perf_counter() - start
     tf.random.set_seed(config.seed)
-    after = openloop_mse(load_world_model(config, args.logdir), batch, args.context)
+    after = openloop_mse(load_world_model(config, rundir), batch, args.context)
     result = dict(
         configs=" ".join(args.configs), steps=args.steps, windows=len(batch["image"]),
         val_episodes=len(val), train_seconds_this_call=round(seconds, 1),

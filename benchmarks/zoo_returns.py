@@ -23,6 +23,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from ditto_tf.config import load_config  # noqa: E402
 from ditto_tf.data import collect  # noqa: E402
+from ditto_tf.rundir import RunDir  # noqa: E402
 
 BLOCKS = {"CartPole-v1": "cartpole", "LunarLander-v2": "lunarlander", "BipedalWalker-v3": "bipedalwalker"}
 
@@ -48,10 +49,11 @@ def main() -> None:
                 "--data.wm_episodes", "0", "--data.expert_train", str(args.episodes),
                 "--data.expert_val", "0"])
             with tempfile.TemporaryDirectory() as logdir:
+                run = RunDir(logdir)
                 start = time.perf_counter()
-                summary = collect.run(config, logdir)
+                summary = collect.run(config, run)
                 seconds = time.perf_counter() - start
-                lengths = [e["length"] - 1 for e in collect.Manifest(logdir, config).entries.values()]
+                lengths = [e["length"] - 1 for e in collect.Manifest(run, config).entries.values()]
             stats = summary["expert"]
             rows.append(f"| {algo} | {env_id} | {config.task[4:]} | {stats['episodes']} | "
                         f"{stats['mean']:.1f} +- {stats['std']:.1f} | {stats['min']:.1f} / "

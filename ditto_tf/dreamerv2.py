@@ -166,11 +166,6 @@ def assign(model: Any, values: Sequence[np.ndarray], match: Match) -> int:
     return len(assigned)
 
 
-def checkpoint_dir(logdir: str | pathlib.Path) -> pathlib.Path:
-    """Where the world-model phase keeps its checkpoints in a logdir."""
-    return RunDir(logdir).wm_checkpoints
-
-
 def import_checkpoint(pkl: str | pathlib.Path, config: Config, out: str | pathlib.Path,
                       actions: int | None = None, step: int | None = None) -> dict[str, Any]:
     """Import DreamerV2's `pkl` into a ditto_tf world model of `config`; save it under `out`.
@@ -225,14 +220,14 @@ def world_model_checkpointer(model: Any, config: Config, directory: str | pathli
     return Checkpointer(directory, int(config.keep_checkpoints), model=model, optimizer=optimizer)
 
 
-def write_model_spec(logdir: str | pathlib.Path, actions: int, config: Config,
+def write_model_spec(run: RunDir, actions: int, config: Config,
                      discrete: bool | None = None) -> None:
-    """LOGDIR/world_model/model.json, written as the world-model phase writes it (by
+    """The run's `model.json`, written as the world-model phase writes it (by
     `RunDir.save_spec`) for an image model of `config`: the agent phases read it to rebuild the
     model. `discrete` None (unknown) leaves it out of the spec."""
     from ditto_tf.world_model import image_shape
 
-    RunDir(logdir).save_spec(actions, {"image": image_shape(config)}, discrete)
+    run.save_spec(actions, {"image": image_shape(config)}, discrete)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,11 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(args, key, resolve_path(getattr(args, key)))
     config = _config(args.configs, overrides)
     if args.command == "import":
-        out = args.out if args.out else checkpoint_dir(args.logdir)
+        run = RunDir(args.logdir) if args.logdir else None
+        out = run.wm_checkpoints if run is not None else args.out
         info = import_checkpoint(args.pickle, config, out, args.actions, args.step)
-        if args.logdir:  # what the agent phases read besides the checkpoint
-            write_model_spec(args.logdir, info["actions"], config, info["discrete"])
-            run = RunDir(args.logdir)
+        if run is not None:  # what the agent phases read besides the checkpoint
+            write_model_spec(run, info["actions"], config, info["discrete"])
             if not run.exists():
                 absolute_paths(config).save(run.config_path)
         print(f"imported {info['loaded']} tensors ({info['parameters']:,} parameters) of a "

@@ -310,7 +310,7 @@ class _ReturnBoard:
     def __init__(self, run: Run):
         from ditto_tf.logger import Logger  # TensorFlow: only when something is played
 
-        self.logger = Logger(run.logdir / run.agent)
+        self.logger = Logger(run.rundir.phase_dir(run.agent))
 
     def write(self, step: int, returns: Sequence[float]) -> None:
         score = summarize([returns])
@@ -335,7 +335,7 @@ def _policy_loader(run: Run, deterministic: bool) -> Callable[[str], Actor]:
         nonlocal policy
         try:
             if policy is None:
-                policy = load_policy(run.config, run.logdir, run.agent, checkpoint=prefix,
+                policy = load_policy(run.config, run.rundir, run.agent, checkpoint=prefix,
                                      deterministic=deterministic)
             else:
                 policy.load(prefix)
@@ -381,7 +381,7 @@ def default_out(logdirs: Sequence[pathlib.Path]) -> pathlib.Path:
     return RunDir(common).eval_dir
 
 
-def phase(config: Config, logdir: pathlib.Path) -> None:
-    """`train.py --phase evaluate`: evaluate every trained agent of `logdir` with `config.eval`."""
-    report([logdir], protocol=Protocol(config.eval.checkpoints, config.eval.episodes,
+def run(config: Config, run: RunDir) -> None:
+    """`train.py --phase evaluate`: evaluate every trained agent of the run with `config.eval`."""
+    report([run.root], protocol=Protocol(config.eval.checkpoints, config.eval.episodes,
                                        config.eval.envs))

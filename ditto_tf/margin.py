@@ -18,13 +18,12 @@ does: it is the reward ceiling that the expert itself earns in training (the noi
     print("\\n".join(report.lines()))
 
 `PhaseMargin` measures it during world-model training on a fixed small set of start states and
-writes the latest to `LOGDIR/world_model/margin.json` (`last_margins(logdir)` reads it).
+writes the latest to `LOGDIR/world_model/margin.json` (`last_margins(run)` reads it).
 """
 
 from __future__ import annotations
 
 import json
-import pathlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,8 +139,8 @@ class PhaseMargin:
     held-out expert episodes, re-encoded with the current weights each time, and a fixed set of
     `PHASE_STARTS` start states among them. `seconds` sums the time spent, to keep it cheap."""
 
-    def __init__(self, config: Config, logdir: pathlib.Path, episodes: list[dict[str, np.ndarray]]):
-        self.config, self.logdir = config, logdir
+    def __init__(self, config: Config, run: RunDir, episodes: list[dict[str, np.ndarray]]):
+        self.config, self.run = config, run
         self.episodes = [{k: v[:PHASE_STEPS] for k, v in e.items()} for e in episodes]
         self.horizon = int(config.agent.horizon)
         self.encoder: Encoder | None = None
@@ -150,16 +149,16 @@ class PhaseMargin:
         self.seconds = 0.0
 
     @classmethod
-    def create(cls, config: Config, logdir: pathlib.Path) -> "PhaseMargin | None":
+    def create(cls, config: Config, run: RunDir) -> "PhaseMargin | None":
         """None (and says why) when there are no held-out expert episodes long enough."""
-        directory = RunDir(logdir).expert_episodes("val")
+        directory = run.expert_episodes("val")
         episodes = load_episodes(directory, limit=GROUP, skip_corrupt=config.data.skip_corrupt)
         episodes = [e for e in episodes if len(e["action"]) > config.agent.horizon + 1]
         if not episodes:
             print(f"world model: no episode in {directory} is longer than agent.horizon + 1; "
                   "DITTO's margin is not measured")
             return None
-        return cls(config, logdir, episodes)
+        return cls(config, run, episodes)
 
     def __call__(self, wm: Any, step: int) -> MarginReport:
         """Measure with the current weights and write `margin.json` (atomically)."""
@@ -172,13 +171,13 @@ class PhaseMargin:
         self.last = measure(wm.rssm, latents, self.horizon, seed=self.config.seed, starts=self.starts)
         self.seconds += time.perf_counter() - begin
         record = {"step": step, "seconds": self.seconds, **self.last.to_json()}
-        atomic_write_text(RunDir(self.logdir).margin, json.dumps(record) + "\n")
+        atomic_write_text(self.run.margin, json.dumps(record) + "\n")
         return self.last
 
 
-def last_margins(logdir: str | pathlib.Path) -> dict[str, Any] | None:
+def last_margins(run: RunDir) -> dict[str, Any] | None:
     """The latest in-phase measurement (`step`, `margins`, `rewards`, ...) of a run, or None."""
-    path = RunDir(logdir).margin
+    path = run.margin
     if not path.exists():
         return None
     try:

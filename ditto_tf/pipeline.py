@@ -12,7 +12,6 @@ printed and kept in `LOGDIR/timings.json` (only phases that did work in this inv
 from __future__ import annotations
 
 import json
-import pathlib
 import time
 from typing import Any, Callable, Sequence
 
@@ -21,12 +20,12 @@ from ditto_tf.files import atomic_write_text
 from ditto_tf.logger import format_seconds
 from ditto_tf.rundir import RunDir
 
-PhaseFunction = Callable[[Config, pathlib.Path], Any]
+PhaseFunction = Callable[[Config, RunDir], Any]
 
 
-def _save_timings(logdir: pathlib.Path, timings: dict[str, float]) -> None:
-    """Merge this invocation's phase times into LOGDIR/timings.json (a resumed run adds up)."""
-    path = RunDir(logdir).timings
+def _save_timings(run: RunDir, timings: dict[str, float]) -> None:
+    """Merge this invocation's phase times into the run's timings.json (a resumed run adds up)."""
+    path = run.timings
     try:
         old = json.loads(path.read_text())
         old = old if isinstance(old, dict) else {}
@@ -37,11 +36,10 @@ def _save_timings(logdir: pathlib.Path, timings: dict[str, float]) -> None:
     atomic_write_text(path, json.dumps(merged, indent=1, sort_keys=True) + "\n")
 
 
-def summary_lines(config: Config, logdir: pathlib.Path, agents: Sequence[str],
+def summary_lines(config: Config, run: RunDir, agents: Sequence[str],
                   timings: dict[str, float]) -> list[str]:
     """Where everything is, how long each phase took, and how to look at it."""
-    run = RunDir(logdir)
-    d = logdir
+    d = run.root
     lines = ["", f"done: {config.task} in {format_seconds(sum(timings.values()))} "
              f"({', '.join(f'{k} {format_seconds(v)}' for k, v in timings.items())})",
              f"  config        {run.config_path}",
@@ -56,9 +54,9 @@ def summary_lines(config: Config, logdir: pathlib.Path, agents: Sequence[str],
     return lines
 
 
-def run_all(config: Config, logdir: pathlib.Path, phases: Sequence[str],
+def run_all(config: Config, run: RunDir, phases: Sequence[str],
             load: Callable[[str], PhaseFunction]) -> dict[str, Any]:
-    """Run `phases` (each through `load(name)`), then evaluate every agent of `logdir`.
+    """Run `phases` (each through `load(name)`), then evaluate every agent of the run.
 
     Returns the evaluation report ({rows, results, files}) plus `timings` in seconds.
     """
@@ -69,15 +67,15 @@ def run_all(config: Config, logdir: pathlib.Path, phases: Sequence[str],
     for name in phases:
         print(f"\n== phase {name} ==", flush=True)
         begin = time.time()
-        load(name)(config, logdir)
+        load(name)(config, run)
         timings[name] = time.time() - begin
-        _save_timings(logdir, {name: timings[name]})
+        _save_timings(run, {name: timings[name]})
     print("\n== evaluation ==", flush=True)
     begin = time.time()
-    agents = [a for a in AGENTS if a in phases and RunDir(logdir).agent_checkpoints(a).is_dir()]
+    agents = [a for a in AGENTS if a in phases and run.agent_checkpoints(a).is_dir()]
     protocol = Protocol(config.eval.checkpoints, config.eval.episodes, config.eval.envs)
-    result = report([logdir], protocol=protocol, agents=agents)
+    result = report([run.root], protocol=protocol, agents=agents)
     timings["evaluate"] = time.time() - begin
-    _save_timings(logdir, {"evaluate": timings["evaluate"]})
-    print("\n".join(summary_lines(config, logdir, agents, timings)), flush=True)
+    _save_timings(run, {"evaluate": timings["evaluate"]})
+    print("\n".join(summary_lines(config, run, agents, timings)), flush=True)
     return {**result, "timings": timings}

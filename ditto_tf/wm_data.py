@@ -2,7 +2,7 @@
 
     shapes, keys = data_shapes(config, dirs)        # {image: (64, 64, 1), vector: (4,)}, [vector]
     stats = vector_statistics(dirs, ['vector'])     # {vector: (mean (D,), std (D,))}
-    shapes = model_shapes(config, logdir)           # what load_world_model builds
+    shapes = model_shapes(config, run)              # what load_world_model builds
 
 The spec `model.json` is written and read by `ditto_tf.rundir.RunDir` (`save_spec`, `spec`); a
 spec without `obs_shapes` (image models, the DreamerV2 import) is an image model.
@@ -58,10 +58,10 @@ def data_shapes(config: Config, dirs: Sequence[pathlib.Path]) -> tuple[dict[str,
     return {k: shapes[k] for k in keys.stored}, keys.stored
 
 
-def model_shapes(config: Config, logdir: str | pathlib.Path) -> dict[str, tuple[int, ...]] | None:
-    """The observation shapes the logdir's world model was trained on (None: an image model
+def model_shapes(config: Config, run: RunDir) -> dict[str, tuple[int, ...]] | None:
+    """The observation shapes the run's world model was trained on (None: an image model
     of the config's env.size, as the DreamerV2 import writes it)."""
-    shapes = (RunDir(logdir).spec() or {}).get("obs_shapes")
+    shapes = (run.spec() or {}).get("obs_shapes")
     return {k: tuple(int(s) for s in v) for k, v in shapes.items()} if shapes else None
 
 

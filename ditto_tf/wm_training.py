@@ -35,9 +35,8 @@ from ditto_tf.world_model import WorldModel, WorldModelTrainer, video_strip
 VIDEO_EPISODES = 6  # DreamerV2 shows 6 sequences side by side
 
 
-def train_dirs(config: Config, logdir: str | pathlib.Path) -> list[pathlib.Path]:
+def train_dirs(config: Config, run: RunDir) -> list[pathlib.Path]:
     """The episode directories the world model trains on."""
-    run = RunDir(logdir)
     dirs = [run.wm_episodes]
     if config.world_model.train_on_expert:
         dirs.append(run.expert_episodes("train"))
@@ -59,12 +58,11 @@ def _action_size(run: RunDir) -> int:
     raise UserError(f"{run.model_spec}: missing, and no episodes under {run.data} to infer the action size")
 
 
-def load_world_model(config: Config, logdir: str | pathlib.Path) -> WorldModel:
-    """Build the world model of `config` and restore the latest checkpoint of LOGDIR/world_model."""
-    run = RunDir(logdir)
+def load_world_model(config: Config, run: RunDir) -> WorldModel:
+    """Build the world model of `config` and restore the run's latest world-model checkpoint."""
     directory = run.wm_checkpoints
     _latest(directory)  # no checkpoint: say so before looking for its spec
-    return restore_world_model(config, directory, _action_size(run), model_shapes(config, run.root))
+    return restore_world_model(config, directory, _action_size(run), model_shapes(config, run))
 
 
 def _latest(directory: pathlib.Path) -> str:
@@ -88,9 +86,9 @@ def restore_world_model(config: Config, directory: pathlib.Path, action_size: in
     return model
 
 
-def video_batch(config: Config, logdir: str | pathlib.Path) -> dict[str, np.ndarray] | None:
+def video_batch(config: Config, run: RunDir) -> dict[str, np.ndarray] | None:
     """Up to 6 held-out expert episodes (expert/val), cut to a common length, or None."""
-    episodes = load_episodes(RunDir(logdir).expert_episodes("val"), limit=VIDEO_EPISODES)
+    episodes = load_episodes(run.expert_episodes("val"), limit=VIDEO_EPISODES)
     context = config.world_model.openloop_context
     episodes = [e for e in episodes if len(e["action"]) > context]
     if not episodes:
@@ -111,10 +109,10 @@ class _Reports:
     """The world model's reports at `video_every` updates and at the end: open-loop videos and
     errors of held-out expert episodes, and DITTO's signal margin (`eval/ditto_margin_*`)."""
 
-    def __init__(self, config: Config, model: WorldModel, logdir: pathlib.Path):
+    def __init__(self, config: Config, model: WorldModel, run: RunDir):
         self.config, self.model = config, model
-        self.videos = video_batch(config, logdir)
-        self.margin = PhaseMargin.create(config, logdir)
+        self.videos = video_batch(config, run)
+        self.margin = PhaseMargin.create(config, run)
 
     def after_update(self, step: int, logger: Logger) -> dict[str, float]:
         wm, model, headline = self.config.world_model, self.model, {}
@@ -157,12 +155,10 @@ def _postfix(train: Mapping[str, float], val: Mapping[str, float]) -> dict[str, 
     return {"kl": f"{train['model_kl']:.2f}", "loss": f"{train['model_loss']:.1f}"}
 
 
-def run(config: Config, logdir: str | pathlib.Path) -> int:
+def run(config: Config, run: RunDir) -> int:
     """Train for `world_model.steps` updates in total (resuming); returns the final step."""
-    rundir = RunDir(logdir)
-    logdir = rundir.root
     wm = config.world_model
-    dirs = train_dirs(config, logdir)
+    dirs = train_dirs(config, run)
     keras.utils.set_random_seed(config.seed)  # initial weights and latent samples
     shapes, keys = data_shapes(config, dirs)
     # Only the first batch is needed to learn the shapes; the stream is rebuilt at the restored step.
@@ -176,18 +172,18 @@ def run(config: Config, logdir: str | pathlib.Path) -> int:
     if model.keys.mlp:  # statistics of the training data; a resumed run restores the saved ones
         model.set_statistics(vector_statistics(dirs, model.keys.mlp, config.data.skip_corrupt))
     trainer = WorldModelTrainer(model, config)
-    checkpointer = Checkpointer(rundir.wm_checkpoints, config.keep_checkpoints,
+    checkpointer = Checkpointer(run.wm_checkpoints, config.keep_checkpoints,
                                 model=model, optimizer=trainer.optimizer)
     step = checkpointer.restore()
-    rundir.save_spec(action_size, shapes, rundir.action_space(config)[1])
+    run.save_spec(action_size, shapes, run.action_space(config)[1])
     if step >= wm.steps:
-        print(f"world model: already trained ({step} of {wm.steps} updates) in {rundir.world_model}")
+        print(f"world model: already trained ({step} of {wm.steps} updates) in {run.world_model}")
         return step
     if step:
         print(f"world model: resuming from step {step} ({checkpointer.manager.latest_checkpoint})")
     dataset = iter(make_dataset(dirs, wm.batch, wm.length, config.seed, start_batch=step,
                                 skip_corrupt=config.data.skip_corrupt, keys=keys))
-    phase = Phase("world model", rundir.world_model, wm.steps,
+    phase = Phase("world model", run.world_model, wm.steps,
                   update=lambda _: trainer.train(next(dataset)), check=_stop_on_nonfinite,
-                  postfix=_postfix, extras=_Reports(config, model, logdir))
+                  postfix=_postfix, extras=_Reports(config, model, run))
     return train_loop(config, phase, checkpointer, step)

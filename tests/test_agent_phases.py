@@ -69,7 +69,7 @@ def logdir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
                             actor=balancing_controller(0.0))
     write_cartpole_episodes(config, RunDir(logdir).expert_episodes("val"), count=2, seed=3,
                             actor=balancing_controller(0.0))
-    train_world_model(config, logdir)
+    train_world_model(config, RunDir(logdir))
     return logdir
 
 
@@ -80,10 +80,10 @@ def logged_steps(path: pathlib.Path) -> list[int]:
 @pytest.mark.parametrize("agent", AGENTS)
 def test_phase_trains_logs_checkpoints_resumes_and_acts(logdir: pathlib.Path, agent: str) -> None:
     phase = importlib.import_module(f"ditto_tf.agents.{agent}").run
-    phase(agent_config(4), logdir)
+    phase(agent_config(4), RunDir(logdir))
     run = RunDir(logdir)
     assert logged_steps(run.metrics(agent)) == [2, 4]
-    phase(agent_config(6), logdir)  # a new process would do the same: resume from ckpt-4
+    phase(agent_config(6), RunDir(logdir))  # a new process would do the same: resume from ckpt-4
     assert logged_steps(run.metrics(agent)) == [2, 4, 6]
     rows = [json.loads(line) for line in run.metrics(agent).read_text().splitlines()]
     assert "val/action_accuracy" in rows[-1] and 0.0 <= rows[-1]["val/action_accuracy"] <= 1.0
@@ -100,7 +100,7 @@ def test_phase_trains_logs_checkpoints_resumes_and_acts(logdir: pathlib.Path, ag
 
     # The policy of a given checkpoint acts in the true env, batched over envs.
     config = agent_config(6)
-    policy = load_policy(config, logdir, agent, kept[0])
+    policy = load_policy(config, RunDir(logdir), agent, kept[0])
     envs = VecEnv.make(config, 2, seed=5)
     obs = VecEnv.stack(envs.reset())
     for _ in range(5):
@@ -116,12 +116,12 @@ def test_latent_policy_filters_with_the_actions_really_taken(logdir: pathlib.Pat
     """When another actor drives (the expert in benchmarks/onpolicy_agreement.py), the policy's
     filter must condition on the action taken, not on its own choice (`record_actions`)."""
     config = agent_config(2)
-    importlib.import_module("ditto_tf.agents.dbc").run(config, logdir)
+    importlib.import_module("ditto_tf.agents.dbc").run(config, RunDir(logdir))
     envs = VecEnv.make(config, 1, seed=7)
     first = VecEnv.stack(envs.reset())
     second = VecEnv.stack(envs.step([np.array([1.0, 0.0], np.float32)]))
     envs.close()
-    policy = load_policy(config, logdir, "dbc")
+    policy = load_policy(config, RunDir(logdir), "dbc")
     policy.act(first)
     start = dict(policy.state)
     deter = {}
@@ -145,7 +145,7 @@ def test_ditto_imagined_reward_rises(logdir: pathlib.Path) -> None:
     """
     config = agent_config(0, "--agent.batch", "64", "--agent.horizon", "10",
                           "--ditto.reward_latent", "deter")
-    setup = prepare_latent(config, logdir)
+    setup = prepare_latent(config, RunDir(logdir))
     horizon = config.agent.horizon
     valid = setup.train.window_starts(horizon + 1)
     windows = setup.states(setup.train.windows(valid, horizon + 1))
@@ -179,7 +179,7 @@ def test_ditto_imagined_reward_rises(logdir: pathlib.Path) -> None:
 
 def test_latent_cache_follows_the_world_model_checkpoint(logdir: pathlib.Path) -> None:
     config = agent_config(2)
-    first = prepare_latent(config, logdir)
+    first = prepare_latent(config, RunDir(logdir))
     keys = [p.name for p in RunDir(logdir).latents.iterdir()]
     assert len(keys) == 1 and len(list((RunDir(logdir).latents / keys[0]).glob("*.npz"))) == 4
     assert first.train.num_episodes == 2 and first.val.num_episodes == 2
@@ -190,15 +190,15 @@ def test_latent_cache_follows_the_world_model_checkpoint(logdir: pathlib.Path) -
     np.testing.assert_array_equal(first.train.action[: len(episode["action"]) - 1], episode["action"][1:])
     assert not first.train.has_action[len(episode["action"]) - 1]
     # A new world-model checkpoint: new cache key, the stale cache is removed.
-    wm = load_world_model(config, logdir)
+    wm = load_world_model(config, RunDir(logdir))
     Checkpointer(RunDir(logdir).wm_checkpoints, config.keep_checkpoints, model=wm).save(1000)
-    prepare_latent(config, logdir)
+    prepare_latent(config, RunDir(logdir))
     new_keys = [p.name for p in RunDir(logdir).latents.iterdir()]
     assert len(new_keys) == 1 and new_keys != keys and new_keys[0].startswith("ckpt-1000")
 
 
 def test_missing_world_model_is_a_one_line_error(tmp_path: pathlib.Path) -> None:
     with pytest.raises(UserError, match="world_model/checkpoints"):
-        importlib.import_module("ditto_tf.agents.ditto").run(agent_config(2), tmp_path)
+        importlib.import_module("ditto_tf.agents.ditto").run(agent_config(2), RunDir(tmp_path))
     with pytest.raises(UserError, match="expert/train"):
-        importlib.import_module("ditto_tf.agents.bc").run(agent_config(2), tmp_path)
+        importlib.import_module("ditto_tf.agents.bc").run(agent_config(2), RunDir(tmp_path))

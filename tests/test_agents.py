@@ -272,6 +272,6 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(config, tmp_path) -
         return {"actor_loss": float("nan") if step == 7 else 1.0}
 
     with pytest.raises(UserError, match=r"actor_loss is nan at update 8.*ckpt-5"):
-        train_agent(config, tmp_path, "ditto", 20, {"weight": weight}, update)
+        train_agent(config, RunDir(tmp_path), "ditto", 20, {"weight": weight}, update)
     ckpt = Checkpointer(RunDir(tmp_path).checkpoints("ditto"), 10, weight=tf.Variable(0.0))
     assert ckpt.restore() == 5 and ckpt.checkpoints[-1].endswith("ckpt-5")

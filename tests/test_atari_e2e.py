@@ -27,7 +27,7 @@ import pytest
 
 import evaluate
 import train
-from ditto_tf.data import collect, episodes
+from ditto_tf.data import episodes
 from ditto_tf.rundir import RunDir
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -126,7 +126,7 @@ def test_collect_records_full_pong_games_as_64x64_frames(pong_run) -> None:
         assert entry["return"] == agent - opponent == pytest.approx(float(episode["reward"].sum()))
         games[entry["set"]] = entry
     assert games["wm"]["agent"] == "random" and "ppo" in games["expert_train"]["agent"]
-    summary = collect.load_summary(logdir)
+    summary = RunDir(logdir).collect_summary()
     assert summary["expert"]["episodes"] == 2
     if pong_run["trained_expert"]:
         # The trained expert (mean 9 over its last 100 training games) acting on its own 84x84x4

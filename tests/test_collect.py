@@ -34,7 +34,7 @@ def manifest(logdir: pathlib.Path) -> list[dict]:
 
 def check_set(logdir: pathlib.Path, name: str, count: int, image: tuple[int, ...], actions: int) -> list[dict]:
     """Every file of the set loads, is a whole episode, and matches its manifest line."""
-    paths = episodes.list_episodes(collect.set_dir(logdir, name))
+    paths = episodes.list_episodes(RunDir(logdir).episodes(name))
     assert [episodes.parse_name(p)[0] for p in paths] == list(range(count))
     entries = {e["file"]: e for e in manifest(logdir) if e["set"] == name}
     assert len(entries) == count
@@ -64,7 +64,7 @@ def test_collect_cartpole_zoo_expert_and_top_up(zoo_dir, tmp_path, capsys):
     train_set = check_set(tmp_path, "expert_train", 2, (32, 32, 1), 2)
     val = check_set(tmp_path, "expert_val", 1, (32, 32, 1), 2)
     assert all("epsilon 1 random" in e["agent"] for e in wm) and all(e["agent"].startswith("ppo:CartPole-v1") for e in val)
-    summary = collect.load_summary(tmp_path)
+    summary = RunDir(tmp_path).collect_summary()
     expert_returns = [e["return"] for e in train_set + val]
     assert summary["expert"]["episodes"] == 3
     assert summary["expert"]["mean"] == pytest.approx(np.mean(expert_returns))
@@ -80,7 +80,7 @@ def test_collect_cartpole_zoo_expert_and_top_up(zoo_dir, tmp_path, capsys):
     assert all(after[p] == t for p, t in before.items())  # nothing redone
     assert len(after) == len(before) + 1
     check_set(tmp_path, "expert_train", 3, (32, 32, 1), 2)
-    assert collect.load_summary(tmp_path)["expert"]["episodes"] == 4
+    assert RunDir(tmp_path).collect_summary()["expert"]["episodes"] == 4
 
 
 def test_top_up_and_rebuild_lost_manifest_lines(tmp_path):
@@ -105,7 +105,7 @@ def test_vector_config_collects_states_without_images(tmp_path, capsys):
     flags = ["--data.wm_policy", "random", "--data.expert_train", "0", "--data.expert_val", "0",
              "--data.wm_episodes", "2"]
     assert collect_cli(tmp_path / "vec", *flags, configs=("cartpole", "vector", "debug")) == 0
-    paths = episodes.list_episodes(collect.set_dir(tmp_path / "vec", "wm"))
+    paths = episodes.list_episodes(RunDir(tmp_path / "vec").wm_episodes)
     assert len(paths) == 2
     for path in paths:
         episode = episodes.load_episode(path)
@@ -115,7 +115,7 @@ def test_vector_config_collects_states_without_images(tmp_path, capsys):
         assert np.abs(episode["vector"][:, 2]).max() > 0.0  # the pole angle, really recorded
     # the default (pixel) config stores no vector: files stay as they were
     assert collect_cli(tmp_path / "pix", *flags) == 0
-    pixel = episodes.load_episode(episodes.list_episodes(collect.set_dir(tmp_path / "pix", "wm"))[0])
+    pixel = episodes.load_episode(episodes.list_episodes(RunDir(tmp_path / "pix").wm_episodes)[0])
     assert "vector" not in pixel and pixel["image"].shape[1:] == (32, 32, 1)
     capsys.readouterr()
     top_up = [*flags[:-2], "--data.wm_episodes", "3"]

@@ -235,9 +235,10 @@ def test_cli_writes_effective_config_and_runs_phase(tmp_path):
     (tmp_path / "probe_phase.py").write_text(textwrap.dedent("""
         import json
         from ditto_tf.rundir import RunDir
-        def run(config, logdir):
-            saved = RunDir(logdir).config_path.read_text()
-            (logdir / "probe.json").write_text(json.dumps(
+        def run(config, run):
+            assert isinstance(run, RunDir)
+            saved = run.config_path.read_text()
+            (run.root / "probe.json").write_text(json.dumps(
                 {"batch": config.world_model.batch, "size": list(config.env.size),
                  "saved_first": "batch: 7" in saved}))
     """))

@@ -69,7 +69,7 @@ def test_full_agent_pickle_into_logdir_reproduces_dreamerv2(reference, tmp_path,
     # The loader the DITTO / D-GAIL / D-BC phases use, so they can skip --phase world_model.
     from ditto_tf.wm_training import load_world_model
 
-    model = load_world_model(config, logdir)
+    model = load_world_model(config, RunDir(logdir))
     _outputs_match(model, np.load(reference / "reference.npz"), heads=True)
 
 

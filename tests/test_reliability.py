@@ -57,7 +57,7 @@ def config():
 
 
 def episode_files(logdir: pathlib.Path) -> list[pathlib.Path]:
-    return [p for name in collect.SETS for p in episodes.list_episodes(collect.set_dir(logdir, name))]
+    return [p for name in collect.SETS for p in episodes.list_episodes(RunDir(logdir).episodes(name))]
 
 
 def metric_lines(path: pathlib.Path) -> int:
@@ -82,7 +82,7 @@ def kill_at_random_point(logdir: pathlib.Path, phase: str, rng: np.random.Genera
     command = [sys.executable, str(REPO / "train.py"), *FLAGS, "--logdir", str(logdir), "--phase", phase]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    started = logdir / (phase if phase != "collect" else "data")
+    started = RunDir(logdir).phase_dir(phase) if phase != "collect" else RunDir(logdir).data
     deadline = time.time() + 180
     try:
         while not started.exists() or progress(logdir, phase) < target:
@@ -151,11 +151,12 @@ def test_sigkill_at_random_point_then_resume(logdir: pathlib.Path, index: int, p
         check_metrics(RunDir(logdir).metrics(phase), final=False)
 
     assert train.main([*FLAGS, "--logdir", str(logdir), "--phase", phase]) == 0
-    assert not leftovers(logdir / ("data" if phase == "collect" else phase)), "temp files left behind"
+    assert not leftovers(RunDir(logdir).data if phase == "collect" else RunDir(logdir).phase_dir(phase)), \
+        "temp files left behind"
     if phase == "collect":
         check_episodes(logdir)
         for name, count in COUNTS.items():
-            paths = episodes.list_episodes(collect.set_dir(logdir, name))
+            paths = episodes.list_episodes(RunDir(logdir).episodes(name))
             assert [episodes.parse_name(p)[0] for p in paths] == list(range(count)), name
         manifest = [json.loads(line) for line in RunDir(logdir).manifest.read_text().splitlines()]
         assert sorted(e["file"] for e in manifest) == sorted(
@@ -166,11 +167,11 @@ def test_sigkill_at_random_point_then_resume(logdir: pathlib.Path, index: int, p
     assert prefixes and prefixes[-1].endswith(f"ckpt-{STEPS}")
     cfg = config()
     if phase == "world_model":
-        load_world_model(cfg, logdir)  # restores into the real model (latest checkpoint)
+        load_world_model(cfg, RunDir(logdir))  # restores into the real model (latest checkpoint)
     else:
-        wm = load_world_model(cfg, logdir) if phase != "bc" else None
+        wm = load_world_model(cfg, RunDir(logdir)) if phase != "bc" else None
         for prefix in prefixes:  # every kept checkpoint restores into the real policy
-            load_policy(cfg, logdir, phase, checkpoint=prefix, wm=wm)
+            load_policy(cfg, RunDir(logdir), phase, checkpoint=prefix, wm=wm)
     rows = check_metrics(RunDir(logdir).metrics(phase), final=True)
     assert rows[-1]["step"] == STEPS
     # Each log point once: rows of updates redone after the kill replace the old ones.

@@ -76,7 +76,7 @@ def test_phase_resumes_after_kill(data_logdir: pathlib.Path, tmp_path: pathlib.P
 
     config = load_config(["debug"], ["--precision", "float32",
                                      "--world_model.steps", str(saved + 5), "--checkpoint_every", "5"])
-    assert run(config, logdir) == saved + 5
+    assert run(config, RunDir(logdir)) == saved + 5
     steps = _steps_logged(logdir)
     resumed = steps[steps.index(saved) + 1:] if saved in steps else steps
     assert resumed and resumed[0] > saved and resumed[-1] == saved + 5
@@ -87,13 +87,13 @@ def test_phase_resumes_after_kill(data_logdir: pathlib.Path, tmp_path: pathlib.P
         assert np.isfinite(record[key]), key
     assert list(RunDir(logdir).world_model.glob("events.out.tfevents.*"))
     # Already done: a second call trains nothing and returns the same step.
-    assert run(config, logdir) == saved + 5
+    assert run(config, RunDir(logdir)) == saved + 5
 
 
 def test_phase_logs_openloop_video_and_loads(data_logdir: pathlib.Path, tmp_path: pathlib.Path) -> None:
     logdir = _copy_data(data_logdir, tmp_path / "run")
     config = load_config(["debug"], ["--precision", "float32"])  # 10 steps, video at step 10
-    assert run(config, logdir) == config.world_model.steps
+    assert run(config, RunDir(logdir)) == config.world_model.steps
     tags = set()
     for event_file in RunDir(logdir).world_model.glob("events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(str(event_file)):
@@ -106,10 +106,10 @@ def test_phase_logs_openloop_video_and_loads(data_logdir: pathlib.Path, tmp_path
     assert {"openl_image", "eval/openl_mse", "train/model_loss"} <= tags
     # DITTO's margin (ditto_tf.margin) at the video interval, and its latest values kept.
     assert {f"eval/ditto_margin_{row}" for row in ROWS} <= tags
-    latest = last_margins(logdir)
+    latest = last_margins(RunDir(logdir))
     assert latest["step"] == config.world_model.steps and set(latest["margins"]) == set(ROWS)
 
-    model = load_world_model(config, logdir)
+    model = load_world_model(config, RunDir(logdir))
     # Same weights as a full restore (model + optimizer + step), and not a fresh initialisation.
     full = WorldModel(config, action_size=2)
     step = Checkpointer(RunDir(logdir).wm_checkpoints, model=full,
@@ -124,7 +124,7 @@ def test_phase_logs_openloop_video_and_loads(data_logdir: pathlib.Path, tmp_path
 
 def test_load_world_model_without_checkpoint_names_the_dir(tmp_path: pathlib.Path) -> None:
     with pytest.raises(UserError, match=str(RunDir(tmp_path).wm_checkpoints)):
-        load_world_model(load_config(["debug"]), tmp_path)
+        load_world_model(load_config(["debug"]), RunDir(tmp_path))
 
 
 def test_nonfinite_loss_stops_and_keeps_last_checkpoint(data_logdir: pathlib.Path, tmp_path: pathlib.Path) -> None:
@@ -132,7 +132,7 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(data_logdir: pathlib.Pat
     config: Config = load_config(["debug"], ["--precision", "float32", "--checkpoint_every", "1",
                                              "--world_model.lr", "1e30", "--world_model.steps", "50"])
     with pytest.raises(UserError, match="Last good checkpoint") as error:
-        run(config, logdir)
+        run(config, RunDir(logdir))
     latest = tf.train.latest_checkpoint(str(RunDir(logdir).wm_checkpoints))
     assert "loss is" in str(error.value)
     if latest is not None:  # the kept checkpoint holds finite weights

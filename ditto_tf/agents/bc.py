@@ -11,7 +11,6 @@ training episodes, saved with the net. No world model is involved. Validation: a
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any
 
 import keras
@@ -20,7 +19,7 @@ import tensorflow as tf
 
 from ditto_tf.agents.actor_critic import Optimizer, action_dist, dist_mode
 from ditto_tf import obs_keys
-from ditto_tf.agents.runner import action_space, already_trained, train_agent
+from ditto_tf.agents.runner import already_trained, train_agent
 from ditto_tf.config import Config
 from ditto_tf.data.episodes import load_episodes
 from ditto_tf.errors import UserError
@@ -139,10 +138,10 @@ class FrameData:
         return obs, self.action[index]
 
 
-def _load(config: Config, logdir: pathlib.Path, split: str
+def _load(config: Config, run: RunDir, split: str
           ) -> tuple[list[dict[str, np.ndarray]], dict[str, tuple[int, ...]]]:
     """The expert episodes of `split` and their observation shapes."""
-    directory = RunDir(logdir).expert_episodes(split)
+    directory = run.expert_episodes(split)
     limit = (config.agent.expert_episodes or config.data.expert_train) if split == "train" else None
     episodes = load_episodes(directory, limit, skip_corrupt=config.data.skip_corrupt)
     if not episodes or (limit is not None and len(episodes) < limit):
@@ -197,12 +196,12 @@ class BC:
         return {"expert_log_prob": tf.reduce_mean(dist.log_prob(action)), **self._score(dist, action)}
 
 
-def run(config: Config, logdir: pathlib.Path) -> None:
-    """`--phase bc`: BC on the expert train episodes in the logdir."""
-    if already_trained(logdir, "bc", config.bc.steps):
+def run(config: Config, run: RunDir) -> None:
+    """`--phase bc`: BC on the run's expert train episodes."""
+    if already_trained(run, "bc", config.bc.steps):
         return
-    act_dim, discrete = action_space(config, logdir)
-    (train_eps, shapes), (val_eps, _) = _load(config, logdir, "train"), _load(config, logdir, "val")
+    act_dim, discrete = run.action_space(config)
+    (train_eps, shapes), (val_eps, _) = _load(config, run, "train"), _load(config, run, "val")
     agent = BC(config, act_dim, discrete, shapes)
     net, stack = agent.net, config.bc.frame_stack
     train = FrameData(train_eps, stack, net.cnn_keys, net.mlp_keys)
@@ -231,4 +230,4 @@ def run(config: Config, logdir: pathlib.Path) -> None:
         return {k: sum(float(c[k]) * w for c, w in zip(chunks, weights)) / sum(weights)
                 for k in chunks[0]}
 
-    train_agent(config, logdir, "bc", config.bc.steps, agent.trackables(), update, validate)
+    train_agent(config, run, "bc", config.bc.steps, agent.trackables(), update, validate)

@@ -11,7 +11,6 @@ action accuracy on held-out expert episodes.
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ from ditto_tf.agents.latents import to_state
 from ditto_tf.agents.runner import (LatentSetup, already_trained, prepare_latent, train_agent,
                                     validation_windows)
 from ditto_tf.config import Config
+from ditto_tf.rundir import RunDir
 
 
 class DBC:
@@ -60,11 +60,11 @@ class DBC:
         return metrics
 
 
-def run(config: Config, logdir: pathlib.Path) -> None:
-    """`--phase dbc`: D-BC on the expert latents in the logdir."""
-    if already_trained(logdir, "dbc", config.dbc.steps):
+def run(config: Config, run: RunDir) -> None:
+    """`--phase dbc`: D-BC on the run's expert latents."""
+    if already_trained(run, "dbc", config.dbc.steps):
         return
-    setup = prepare_latent(config, logdir)
+    setup = prepare_latent(config, run)
     agent = DBC(config, setup)
     pairs = np.flatnonzero(setup.train.has_action)
     c = config.dbc
@@ -81,5 +81,5 @@ def run(config: Config, logdir: pathlib.Path) -> None:
     latent = config.ditto.reward_latent
     validate = tf.function(lambda states, actions: validation_metrics(
         setup.wm.rssm, agent.actor, states, actions, setup.discrete, latent))
-    train_agent(config, logdir, "dbc", c.steps, agent.trackables(), update,
+    train_agent(config, run, "dbc", c.steps, agent.trackables(), update,
                lambda: validate(val_states, val_actions))

@@ -10,7 +10,6 @@ and on agent transitions is logged so that adversarial collapse shows.
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any, Mapping
 
 import tensorflow as tf
@@ -18,8 +17,10 @@ import tensorflow as tf
 from ditto_tf.agents.actor_critic import Optimizer
 from ditto_tf.agents.ditto import train_imitation
 from ditto_tf.agents.eq8 import select_latent
+from ditto_tf.config import Config
 from ditto_tf.errors import UserError
 from ditto_tf.nets import MLP
+from ditto_tf.rundir import RunDir
 from ditto_tf.world_model import precision_policy
 
 REWARDS = ("neg_log_one_minus_d", "sigmoid")
@@ -45,7 +46,7 @@ def gail_reward(logits: tf.Tensor, form: str) -> tf.Tensor:
 class GailReward:
     """The discriminator, its optimizer, its reward and its training step."""
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Config):
         c = config.dgail
         if c.reward not in REWARDS:
             raise UserError(f"dgail.reward: {c.reward!r} is not one of {', '.join(REWARDS)}")
@@ -89,6 +90,6 @@ class GailReward:
         return {"discriminator": self.disc, "disc_opt": self.opt.optimizer}
 
 
-def run(config: Any, logdir: pathlib.Path) -> None:
-    """`--phase dgail`: D-GAIL in the world model from the expert episodes in the logdir."""
-    train_imitation(config, logdir, "dgail", lambda setup: GailReward(config))
+def run(config: Config, run: RunDir) -> None:
+    """`--phase dgail`: D-GAIL in the world model from the run's expert episodes."""
+    train_imitation(config, run, "dgail", lambda setup: GailReward(config))

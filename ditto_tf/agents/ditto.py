@@ -6,15 +6,17 @@ holds DITTO's reward object and the imitation loop DITTO and D-GAIL share.
 
 from __future__ import annotations
 
-import pathlib
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import tensorflow as tf
 
 from ditto_tf.agents.actor_critic import ActorCritic, validation_metrics
 from ditto_tf.agents.eq8 import (  # noqa: F401  (re-exported: the names DITTO's users know)
     FORMS, LATENTS, check_form, check_latent, ditto_reward, latent_reward, select_latent)
-from ditto_tf.agents.runner import already_trained, prepare_latent, train_agent, validation_windows
+from ditto_tf.agents.runner import (LatentSetup, already_trained, prepare_latent, train_agent,
+                                    validation_windows)
+from ditto_tf.config import Config
+from ditto_tf.rundir import RunDir
 
 
 class DittoReward:
@@ -33,15 +35,16 @@ class DittoReward:
         return {}
 
 
-def train_imitation(config: Any, logdir: pathlib.Path, name: str, reward_factory: Any) -> None:
+def train_imitation(config: Config, run: RunDir, name: str,
+                    reward_factory: Callable[[LatentSetup], Any]) -> None:
     """Train an actor-critic on imagined rollouts with the reward `reward_factory(setup)` makes.
 
     Shared by DITTO and D-GAIL: batches of `agent.batch` expert windows of H + 1 states (a pure
     function of (seed, update)), validation on fixed held-out windows every `log_every` updates.
     """
-    if already_trained(logdir, name, config.agent.steps):
+    if already_trained(run, name, config.agent.steps):
         return
-    setup = prepare_latent(config, logdir)
+    setup = prepare_latent(config, run)
     reward = reward_factory(setup)
     agent = ActorCritic(config, setup.wm, setup.act_dim, setup.discrete, reward)
     c = config.agent
@@ -58,11 +61,11 @@ def train_imitation(config: Any, logdir: pathlib.Path, name: str, reward_factory
         return agent.update(setup.states(windows), step)
 
     trackables = {**agent.trackables(), **reward.trackables()}
-    train_agent(config, logdir, name, c.steps, trackables, update,
+    train_agent(config, run, name, c.steps, trackables, update,
                lambda: validate(val_states, val_actions))
 
 
-def run(config: Any, logdir: pathlib.Path) -> None:
-    """`--phase ditto`: DITTO in the world model from the expert episodes in the logdir."""
+def run(config: Config, run: RunDir) -> None:
+    """`--phase ditto`: DITTO in the world model from the run's expert episodes."""
     reward = DittoReward(config.ditto.reward_latent, config.ditto.reward_form)  # checked up front
-    train_imitation(config, logdir, "ditto", lambda setup: reward)
+    train_imitation(config, run, "ditto", lambda setup: reward)

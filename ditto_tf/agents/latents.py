@@ -20,7 +20,7 @@ import hashlib
 import pathlib
 import shutil
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
@@ -31,6 +31,9 @@ from ditto_tf.data.episodes import list_episodes, load_episode
 from ditto_tf.errors import UserError
 from ditto_tf.files import atomic_path
 from ditto_tf.rundir import RunDir
+
+if TYPE_CHECKING:
+    from ditto_tf.world_model import WorldModel
 
 CHUNK = 128  # filter steps per compiled call (long Atari episodes are encoded in chunks)
 GROUP = 8  # episodes filtered side by side (padded to the longest)
@@ -157,14 +160,13 @@ def _save(path: pathlib.Path, **arrays: np.ndarray) -> None:
             np.savez_compressed(f, **arrays)
 
 
-def load_expert_latents(config: Config, logdir: str | pathlib.Path, wm: Any, checkpoint: str,
+def load_expert_latents(config: Config, run: RunDir, wm: WorldModel, checkpoint: str,
                         split: str) -> ExpertLatents:
     """Latents of the expert `split` (train: the first N_E episodes by index; val: all).
 
     Episodes already encoded with this world-model checkpoint are read from the cache; the rest
     are encoded (with a progress bar) and cached.
     """
-    run = RunDir(logdir)
     directory = run.expert_episodes(split)
     paths = list_episodes(directory, skip_corrupt=config.data.skip_corrupt)
     if split == "train":

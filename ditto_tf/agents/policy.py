@@ -1,6 +1,6 @@
 """Policies that act in the true environment from raw observation dicts, batched over envs.
 
-    policy = load_policy(config, logdir, 'ditto', checkpoint)   # or 'dgail', 'dbc', 'bc'
+    policy = load_policy(config, RunDir(logdir), 'ditto', checkpoint)   # or 'dgail', 'dbc', 'bc'
     episodes = drive(envs, policy, quotas(20, len(envs)))      # ditto_tf.driver: an actor
     actions = policy.act(obs)          # (N, A): one-hot rows for discrete envs, else vectors
     policy.load(other_checkpoint)      # e.g. the last 10 checkpoints, world model loaded once
@@ -12,14 +12,13 @@ features, as in training. BC acts on the (stacked) observations directly.
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any, Mapping
 
 import numpy as np
 import tensorflow as tf
 
 from ditto_tf.agents.actor_critic import action_dist, dist_mode, make_actor
-from ditto_tf.agents.runner import action_space, observation_shapes
+from ditto_tf.agents.runner import observation_shapes
 from ditto_tf.config import Config
 from ditto_tf.errors import UserError
 from ditto_tf.rundir import RunDir
@@ -159,21 +158,20 @@ class BCPolicy:
         """As `LatentPolicy.record_actions`; BC looks at frames only, so nothing to do."""
 
 
-def load_policy(config: Config, logdir: str | pathlib.Path, agent: str,
+def load_policy(config: Config, run: RunDir, agent: str,
                 checkpoint: str | None = None, wm: Any = None,
                 deterministic: bool = False) -> LatentPolicy | BCPolicy:
-    """The policy of `agent` in `logdir`, loaded from `checkpoint` (default: the newest one).
+    """The policy of `agent` in the run, loaded from `checkpoint` (default: the newest one).
 
     Pass `wm` to share one loaded world model between several latent policies.
     """
-    run = RunDir(logdir)
     if agent not in (*LATENT_AGENTS, "bc"):
         raise UserError(f"agent {agent!r} is not one of ditto, dgail, dbc, bc")
     if checkpoint is None:
         checkpoint = tf.train.latest_checkpoint(str(run.agent_checkpoints(agent)))
         if checkpoint is None:
             raise UserError(f"{run.agent_checkpoints(agent)}: no {agent} checkpoint; train it first")
-    act_dim, discrete = action_space(config, run.root)
+    act_dim, discrete = run.action_space(config)
     if agent == "bc":
         return BCPolicy(config, act_dim, discrete, checkpoint, deterministic,
                         observation_shapes(config))
@@ -181,9 +179,9 @@ def load_policy(config: Config, logdir: str | pathlib.Path, agent: str,
         from ditto_tf.agents.runner import world_model_checkpoint
         from ditto_tf.wm_training import load_world_model
 
-        key = (str(run.root.resolve()), world_model_checkpoint(run.root))
+        key = (str(run.root.resolve()), world_model_checkpoint(run))
         if key not in _WORLD_MODELS:
             _WORLD_MODELS.clear()  # keep at most one world model alive
-            _WORLD_MODELS[key] = load_world_model(config, run.root)
+            _WORLD_MODELS[key] = load_world_model(config, run)
         wm = _WORLD_MODELS[key]
     return LatentPolicy(config, wm, act_dim, discrete, checkpoint, deterministic)

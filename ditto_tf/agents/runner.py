@@ -7,9 +7,8 @@ averaged over the log interval and `val/...` on the held-out expert episodes).
 
 from __future__ import annotations
 
-import pathlib
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -22,11 +21,8 @@ from ditto_tf.errors import UserError
 from ditto_tf.rundir import RunDir
 from ditto_tf.training import Metrics, Phase, train_loop
 
-
-def action_space(config: Config, logdir: str | pathlib.Path) -> tuple[int, bool]:
-    """(action size, discrete) of the run's task, from its spec (no environment is built;
-    see `RunDir.action_space` for run directories older than the spec's `discrete`)."""
-    return RunDir(logdir).action_space(config)
+if TYPE_CHECKING:
+    from ditto_tf.world_model import WorldModel
 
 
 def observation_shapes(config: Config) -> dict[str, tuple[int, ...]]:
@@ -40,9 +36,9 @@ def observation_shapes(config: Config) -> dict[str, tuple[int, ...]]:
         env.close()
 
 
-def world_model_checkpoint(logdir: str | pathlib.Path) -> str:
-    """The newest world-model checkpoint in the logdir, or a one-line error."""
-    directory = RunDir(logdir).wm_checkpoints
+def world_model_checkpoint(run: RunDir) -> str:
+    """The newest world-model checkpoint of the run, or a one-line error."""
+    directory = run.wm_checkpoints
     latest = tf.train.latest_checkpoint(str(directory))
     if latest is None:
         raise UserError(f"{directory}: no world-model checkpoint; run --phase world_model first")
@@ -53,7 +49,7 @@ def world_model_checkpoint(logdir: str | pathlib.Path) -> str:
 class LatentSetup:
     """A trained world model and the expert episodes encoded with it."""
 
-    wm: Any
+    wm: WorldModel
     checkpoint: str
     train: ExpertLatents
     val: ExpertLatents
@@ -67,15 +63,15 @@ class LatentSetup:
                         tf.constant(windows["logit"]) if "logit" in windows else None)
 
 
-def prepare_latent(config: Config, logdir: pathlib.Path) -> LatentSetup:
-    """Load the world model from the logdir and encode (or read cached) expert latents."""
+def prepare_latent(config: Config, run: RunDir) -> LatentSetup:
+    """Load the run's world model and encode (or read cached) expert latents."""
     from ditto_tf.wm_training import load_world_model  # the world-model phase owns loading
 
-    act_dim, discrete = action_space(config, logdir)
-    wm = load_world_model(config, logdir)
-    checkpoint = world_model_checkpoint(logdir)
-    train = load_expert_latents(config, logdir, wm, checkpoint, "train")
-    val = load_expert_latents(config, logdir, wm, checkpoint, "val")
+    act_dim, discrete = run.action_space(config)
+    wm = load_world_model(config, run)
+    checkpoint = world_model_checkpoint(run)
+    train = load_expert_latents(config, run, wm, checkpoint, "train")
+    val = load_expert_latents(config, run, wm, checkpoint, "val")
     return LatentSetup(wm, checkpoint, train, val, act_dim, discrete)
 
 
@@ -89,10 +85,9 @@ def validation_windows(setup: LatentSetup, length: int, count: int, seed: int
     return setup.states(windows), tf.constant(windows["action"])
 
 
-def already_trained(logdir: pathlib.Path, name: str, steps: int) -> bool:
+def already_trained(run: RunDir, name: str, steps: int) -> bool:
     """True (and says so) when the newest checkpoint of `name` already has `steps` updates,
     so a finished phase returns without loading the world model or the data."""
-    run = RunDir(logdir)
     directory = run.checkpoints(name)
     done = run.latest_step(name)
     if done and done >= steps:
@@ -101,12 +96,11 @@ def already_trained(logdir: pathlib.Path, name: str, steps: int) -> bool:
     return False
 
 
-def train_agent(config: Config, logdir: pathlib.Path, name: str, steps: int,
+def train_agent(config: Config, run: RunDir, name: str, steps: int,
                 trackables: Mapping[str, Any], update: Callable[[int], Metrics],
                 validate: Callable[[], Metrics] | None = None) -> int:
     """Resume agent `name` from its newest checkpoint and run `ditto_tf.training.train_loop` up
-    to `steps` updates (logging to LOGDIR/<name>); returns the final step."""
-    run = RunDir(logdir)
+    to `steps` updates (logging to the phase's folder); returns the final step."""
     directory = run.phase_dir(name)
     checkpointer = Checkpointer(run.checkpoints(name), config.keep_checkpoints, **trackables)
     start = checkpointer.restore()

@@ -53,16 +53,6 @@ def episode_seed(seed: int, name: str, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), SETS[name][1], int(index)]).generate_state(1)[0])
 
 
-def data_dir(logdir: str | pathlib.Path) -> pathlib.Path:
-    """Collect's folder of `logdir`."""
-    return RunDir(logdir).data
-
-
-def set_dir(logdir: str | pathlib.Path, name: str) -> pathlib.Path:
-    """Directory of set `name` (wm, expert_train, expert_val) in `logdir`."""
-    return RunDir(logdir).episodes(name)
-
-
 # ----------------------------------------------------------------------------------------------
 # Manifest and summary
 
@@ -116,9 +106,7 @@ class Manifest:
     deterministic seed.
     """
 
-    def __init__(self, logdir: str | pathlib.Path, config: Config,
-                 action: dict[str, Any] | None = None):
-        run = RunDir(logdir)
+    def __init__(self, run: RunDir, config: Config, action: dict[str, Any] | None = None):
         self.root, self.path, self.summary_path = run.data, run.manifest, run.summary
         self.config = config
         self.action = action  # {size, discrete} of the env, recorded in the summary
@@ -180,11 +168,6 @@ class Manifest:
         return summary
 
 
-def load_summary(logdir: str | pathlib.Path) -> dict[str, Any]:
-    """The collect summary of `logdir` (expert return mean/std is the normaliser)."""
-    return RunDir(logdir).collect_summary()
-
-
 # ----------------------------------------------------------------------------------------------
 # The phase
 
@@ -209,7 +192,7 @@ def _remove_stale_temps(directory: pathlib.Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def run(config: Config, logdir: str | pathlib.Path) -> dict[str, Any]:
+def run(config: Config, run: RunDir) -> dict[str, Any]:
     """Collect (or top up) every set, then print and return the summary."""
     counts = {"wm": int(config.data.wm_episodes), "expert_train": int(config.data.expert_train),
               "expert_val": int(config.data.expert_val)}
@@ -224,29 +207,28 @@ def run(config: Config, logdir: str | pathlib.Path) -> dict[str, Any]:
     env = envs.make_env(config, seed=int(config.seed))
     keys = obs_keys.select(config, obs_keys.env_shapes(env)).stored
     policies = build_policies(config, env)
-    run_dir = RunDir(logdir)
-    root = run_dir.data
-    existing = {name: episodes.list_episodes(set_dir(logdir, name), skip_corrupt=False)
+    root = run.data
+    existing = {name: episodes.list_episodes(run.episodes(name), skip_corrupt=False)
                 for name in SETS}
     for paths in existing.values():
         _check_existing(paths, env, keys)
 
-    with _exclusive(run_dir):
-        manifest = Manifest(logdir, config, {"size": env.action_size, "discrete": env.discrete})
+    with _exclusive(run):
+        manifest = Manifest(run, config, {"size": env.action_size, "discrete": env.discrete})
         for name in SETS:
-            _remove_stale_temps(set_dir(logdir, name))
+            _remove_stale_temps(run.episodes(name))
             manifest.sync(name, existing[name], policies[name][0])
         _remove_stale_temps(root)
         manifest.write()
         for name, count in counts.items():
-            _collect_set(config, logdir, env, name, count, policies[name], manifest, keys)
+            _collect_set(config, run, env, name, count, policies[name], manifest, keys)
         summary = manifest.write()
     env.close()
     expert = summary["expert"]
     if expert["episodes"]:
         print(f"expert {expert['agent']} on {config.task}: return {expert['mean']:.2f} +- "
               f"{expert['std']:.2f} over {expert['episodes']} episodes "
-              f"(summary in {run_dir.summary})")
+              f"(summary in {run.summary})")
     wm = summary["wm"]
     if wm["episodes"]:
         print(f"wm data ({config.data.wm_policy}): return {wm['mean']:.2f} +- {wm['std']:.2f} "
@@ -254,10 +236,10 @@ def run(config: Config, logdir: str | pathlib.Path) -> dict[str, Any]:
     return summary
 
 
-def _collect_set(config: Config, logdir: str | pathlib.Path, env: envs.Env, name: str, count: int,
+def _collect_set(config: Config, run: RunDir, env: envs.Env, name: str, count: int,
                  entry: Entry, manifest: Manifest, keys: list[str]) -> None:
     """Record the episodes of set `name` whose index in [0, count) has no file yet."""
-    directory = set_dir(logdir, name)
+    directory = run.episodes(name)
     done = {episodes.parse_name(p)[0] for p in episodes.list_episodes(directory)}
     missing = [i for i in range(count) if i not in done]
     if not missing:

@@ -1,6 +1,6 @@
 """Seeded sequence batches from episode directories, with memory bounded by the batch size.
 
-    dataset = make_dataset([logdir / 'data/wm'], batch=16, length=50, seed=0, start_batch=step)
+    dataset = make_dataset([run.wm_episodes], batch=16, length=50, seed=0, start_batch=step)
     for batch in dataset:   # {image (B,L,H,W,C) uint8 and/or vector (B,L,D) float32,
         ...                 #  action (B,L,A) float32, reward (B,L), is_first, is_last,
                             #  is_terminal (B,L) bool}, is_first[:, 0] True
