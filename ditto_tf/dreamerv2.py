@@ -19,7 +19,7 @@ import dataclasses
 import pathlib
 import pickle
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -27,6 +27,10 @@ from ditto_tf.config import Config
 from ditto_tf.dreamerv2_layout import Sizes, Slot, world_model_layout
 from ditto_tf.errors import UserError, command, quiet_tensorflow
 from ditto_tf.rundir import RunDir, absolute_paths, resolve_path
+
+if TYPE_CHECKING:
+    from ditto_tf.checkpoints import Checkpointer
+    from ditto_tf.world_model import WorldModel
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,7 +144,7 @@ def _resolve(model: Any, path: tuple[str | int, ...]) -> Any:
     return node
 
 
-def assign(model: Any, values: Sequence[np.ndarray], match: Match) -> int:
+def assign(model: WorldModel, values: Sequence[np.ndarray], match: Match) -> int:
     """Copy the matched arrays into `model` (a ditto_tf WorldModel); returns the count.
 
     Every trainable variable of `model` must receive exactly one tensor: a ditto_tf variable
@@ -209,7 +213,8 @@ def import_checkpoint(pkl: str | pathlib.Path, config: Config, out: str | pathli
                 loaded=count, parameters=params, discount_head=match.discount, step=step)
 
 
-def world_model_checkpointer(model: Any, config: Config, directory: str | pathlib.Path) -> Any:
+def world_model_checkpointer(model: WorldModel, config: Config, directory: str | pathlib.Path
+                             ) -> Checkpointer:
     """A Checkpointer laid out as the world-model phase's (wm_training.run): `model` and a fresh
     `optimizer`, so that `--phase world_model` restores it (and fine-tunes it if its step is
     below world_model.steps) and the agent phases load it with `wm_training.load_world_model`."""

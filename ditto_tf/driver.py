@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from ditto_tf.env_base import Env, Obs
 from ditto_tf.envs import VecEnv
 from ditto_tf.obs_keys import OBS_KEYS
+
+if TYPE_CHECKING:
+    from ditto_tf.experts import Expert
 
 
 class Actor(Protocol):
@@ -154,7 +157,7 @@ class ExpertActor:
     state (frame stacks, Atari reset actions) reset at each episode. Zoo agents sample from
     torch's global generator: `seed` seeds it once, a seeded episode seeds it again."""
 
-    def __init__(self, envs: Sequence[Env], expert: Any, seed: int | None = None):
+    def __init__(self, envs: Sequence[Env], expert: Expert, seed: int | None = None):
         self.envs, self.expert = list(envs), expert
         if seed is not None:
             _seed_torch(seed)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import cv2
 import gymnasium as gym
@@ -28,6 +28,9 @@ import numpy as np
 from ditto_tf import zoo
 from ditto_tf.config import Config
 from ditto_tf.errors import UserError
+
+if TYPE_CHECKING:
+    from ditto_tf.env_base import Env
 
 SOURCES = ("hub", "folder", "train", "random")
 
@@ -106,17 +109,17 @@ class Expert:
             if index is None or i == index:
                 slot.fresh, slot.queue = True, []
 
-    def act(self, env: Any) -> Any:
+    def act(self, env: Env) -> Any:
         """The action for `env`'s current state: an int (Discrete) or a float32 array (Box)."""
         return self.act_batch([env])[0]
 
-    def act_batch(self, envs: Sequence[Any]) -> list[Any]:
+    def act_batch(self, envs: Sequence[Env]) -> list[Any]:
         raise NotImplementedError
 
-    def check_env(self, env: Any) -> None:
+    def check_env(self, env: Env) -> None:
         """Raise a UserError when this expert cannot act in `env`."""
 
-    def _slot(self, index: int, env: Any) -> _Slot:
+    def _slot(self, index: int, env: Env) -> _Slot:
         while len(self._slots) <= index:
             self._slots.append(_Slot())
         slot = self._slots[index]
@@ -133,7 +136,7 @@ class RandomExpert(Expert):
         super().__init__("random", {"source": "random", "seed": seed})
         self._rng = np.random.default_rng(seed)
 
-    def act_batch(self, envs: Sequence[Any]) -> list[Any]:
+    def act_batch(self, envs: Sequence[Env]) -> list[Any]:
         actions = []
         for i, env in enumerate(envs):
             self._slot(i, env)
@@ -161,7 +164,7 @@ class ZooExpert(Expert):
         # faster when the cores are shared (measured 3.6 ms vs 165 ms for the Atari CNN).
         torch.set_num_threads(1)
 
-    def check_env(self, env: Any) -> None:
+    def check_env(self, env: Env) -> None:
         mine, theirs = self.action_space, env.act_space
         if isinstance(mine, gym.spaces.Discrete) != isinstance(theirs, gym.spaces.Discrete) or (
             isinstance(mine, gym.spaces.Discrete) and mine.n != theirs.n) or (
@@ -188,7 +191,7 @@ class ZooExpert(Expert):
                 raise UserError(f"expert {self.label}: observes shape {want}, env {env.env_id} "
                                 f"gives {native} (check task and expert.env_id)")
 
-    def act_batch(self, envs: Sequence[Any]) -> list[Any]:
+    def act_batch(self, envs: Sequence[Env]) -> list[Any]:
         actions: list[Any] = [None] * len(envs)
         needs, observations = [], []
         for i, env in enumerate(envs):
@@ -208,7 +211,7 @@ class ZooExpert(Expert):
                 actions[i] = int(action) if discrete else np.asarray(action, np.float32)
         return actions
 
-    def _forced_action(self, slot: _Slot, env: Any) -> int | None:
+    def _forced_action(self, slot: _Slot, env: Env) -> int | None:
         """AtariWrapper's reset actions: FIRE, 2 at a game start; NOOP, FIRE, 2 after a life loss."""
         pipe = self.pipeline
         if not pipe.atari:
@@ -227,7 +230,7 @@ class ZooExpert(Expert):
         slot.lives = lives
         return slot.queue.pop(0) if slot.queue else None
 
-    def _observe(self, slot: _Slot, env: Any) -> np.ndarray:
+    def _observe(self, slot: _Slot, env: Env) -> np.ndarray:
         pipe = self.pipeline
         if pipe.atari:
             gray = cv2.cvtColor(np.asarray(env.native_obs, np.uint8), cv2.COLOR_RGB2GRAY)
@@ -274,7 +277,7 @@ def expert_label(config: Config, algo: str | None = None) -> str:
     return f"{algo}:{cfg.env_id} ({where.get(cfg.source, cfg.source)})"
 
 
-def load_expert(config: Config, algo: str | None = None, env: Any = None) -> Expert:
+def load_expert(config: Config, algo: str | None = None, env: Env | None = None) -> Expert:
     """The expert for `config.expert` (`algo` overrides `expert.algo`, e.g. 'a2c' for wm data).
 
     Checks it against `env` (or a fresh `envs.make_env(config)`), so that a mismatched action

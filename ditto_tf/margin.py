@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
@@ -38,6 +38,10 @@ from ditto_tf.data.episodes import load_episodes
 from ditto_tf.errors import UserError
 from ditto_tf.files import atomic_write_text
 from ditto_tf.rundir import RunDir
+
+if TYPE_CHECKING:
+    from ditto_tf.rssm import RSSM
+    from ditto_tf.world_model import WorldModel
 
 # row -> (latent, reward form): forms apply to z; h enters eq. 8 as is; feat with z sampled.
 ROWS = {"z_sample": ("stoch", "sample"), "z_probs": ("stoch", "probs"),
@@ -113,7 +117,7 @@ def choose_starts(latents: ExpertLatents, horizon: int, count: int, seed: int) -
     return valid if len(valid) <= count else np.sort(rng.choice(valid, count, replace=False))
 
 
-def measure(rssm: Any, latents: ExpertLatents, horizon: int, count: int = 256, seed: int = 0,
+def measure(rssm: RSSM, latents: ExpertLatents, horizon: int, count: int = 256, seed: int = 0,
             starts: np.ndarray | None = None) -> MarginReport:
     """The margin table of `rssm` from `count` held-out expert windows of `latents`."""
     starts = choose_starts(latents, horizon, count, seed) if starts is None else starts
@@ -160,7 +164,7 @@ class PhaseMargin:
             return None
         return cls(config, run, episodes)
 
-    def __call__(self, wm: Any, step: int) -> MarginReport:
+    def __call__(self, wm: WorldModel, step: int) -> MarginReport:
         """Measure with the current weights and write `margin.json` (atomically)."""
         begin = time.perf_counter()
         self.encoder = self.encoder or Encoder(wm)

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from ditto_tf.config import Config
 from ditto_tf.errors import UserError
+
+if TYPE_CHECKING:
+    from ditto_tf.env_base import Env
 
 OBS_KEYS = ("image", "vector")  # observation keys the envs can offer (rank 3 and rank 1)
 
@@ -79,6 +82,6 @@ def select(config: Config, shapes: Mapping[str, Sequence[int]]) -> Keys:
     return keys
 
 
-def env_shapes(env: Any) -> dict[str, tuple[int, ...]]:
+def env_shapes(env: Env) -> dict[str, tuple[int, ...]]:
     """{observation key: shape} of an env's observation dict (image and/or vector)."""
     return {k: tuple(space.shape) for k, space in env.obs_space.items() if k in OBS_KEYS}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -30,6 +30,9 @@ from ditto_tf.data.episodes import list_episodes, load_episode
 from ditto_tf.errors import UserError
 from ditto_tf.rundir import RunDir, resolve_path
 from ditto_tf.files import atomic_path, atomic_write_text
+
+if TYPE_CHECKING:
+    from ditto_tf.world_model import WorldModel
 
 HORIZONS = (15, 45)
 MAX_WINDOWS, BATCH = 64, 16
@@ -53,13 +56,10 @@ def parse_models(models: Sequence[str]) -> list[tuple[str, pathlib.Path]]:
     return parsed
 
 
-def model_config(path: pathlib.Path, default: Any) -> Any:
+def model_config(path: pathlib.Path, default: Config) -> Config:
     """A logdir's own config.yaml (its world model was built from it), else `default`."""
-    if RunDir(path).exists():
-        from ditto_tf.runs import load_run_config
-
-        return load_run_config(path)
-    return default
+    run = RunDir(path)
+    return run.stored_config() if run.exists() else default
 
 
 def windows(directory: str | pathlib.Path, length: int, max_episodes: int) -> dict[str, np.ndarray]:
@@ -89,7 +89,7 @@ def windows(directory: str | pathlib.Path, length: int, max_episodes: int) -> di
     return batch
 
 
-def evaluate(model: Any, batch: dict[str, np.ndarray], context: int) -> tuple[dict, np.ndarray]:
+def evaluate(model: WorldModel, batch: dict[str, np.ndarray], context: int) -> tuple[dict, np.ndarray]:
     """Metrics of one world model on the windows, and its open-loop frames of window 0."""
     sums = {"recon": 0.0, "kl": 0.0, **{f"openloop_{h}": 0.0 for h in HORIZONS}}
     count, first_video = 0, None

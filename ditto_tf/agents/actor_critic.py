@@ -26,13 +26,14 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from ditto_tf.agents.eq8 import latent_reward
+from ditto_tf.config import Config
 from ditto_tf.dists import OneHotDist
 from ditto_tf.errors import UserError
 from ditto_tf.nets import MLP
-from ditto_tf.world_model import precision_policy
+from ditto_tf.rssm import RSSM, State
+from ditto_tf.world_model import WorldModel, precision_policy
 
 tfd = tfp.distributions
-State = dict[str, tf.Tensor]
 ACTOR_GRADS = ("reinforce", "dynamics", "both")
 
 
@@ -83,20 +84,20 @@ def dist_mode(dist: OneHotDist | tfd.Distribution, discrete: bool) -> tf.Tensor:
     return tf.clip_by_value(dist.distribution.loc, -1.0, 1.0)
 
 
-def make_actor(config: Any, act_dim: int, discrete: bool, name: str = "actor") -> MLP:
+def make_actor(config: Config, act_dim: int, discrete: bool, name: str = "actor") -> MLP:
     """The policy network all latent agents share: model features -> action parameters."""
     c = config.agent.actor
     return MLP(act_dim if discrete else 2 * act_dim, c.layers, c.units, c.act, name=name,
                dtype=precision_policy(config))
 
 
-def feature_size(config: Any) -> int:
+def feature_size(config: Config) -> int:
     """Width of the model state features concat([stoch flat, deter])."""
     rssm = config.world_model.rssm
     return rssm.stoch * rssm.discrete + rssm.deter
 
 
-def imagine(rssm: Any, actor: keras.Layer, start: State, horizon: int, discrete: bool,
+def imagine(rssm: RSSM, actor: keras.Layer, start: State, horizon: int, discrete: bool,
             mode: bool = False, differentiable: bool = False) -> tuple[State, tf.Tensor]:
     """Roll `actor` through the prior for `horizon` steps from `start` (B, ...).
 
@@ -149,7 +150,7 @@ class Optimizer:
 class ActorCritic:
     """Actor, critic and target critic with their optimizers; `update()` is one compiled step."""
 
-    def __init__(self, config: Any, world_model: Any, act_dim: int, discrete: bool,
+    def __init__(self, config: Config, world_model: WorldModel, act_dim: int, discrete: bool,
                  reward: RewardFunction):
         self.config = config
         self.wm = world_model
@@ -239,7 +240,7 @@ class ActorCritic:
         return metrics
 
 
-def validation_metrics(rssm: Any, actor: keras.Layer, expert: State, expert_action: tf.Tensor,
+def validation_metrics(rssm: RSSM, actor: keras.Layer, expert: State, expert_action: tf.Tensor,
                        discrete: bool, latent: str) -> dict[str, tf.Tensor]:
     """Paper Fig. 2 metrics on held-out expert windows (B, H+1, ...).
 

@@ -20,7 +20,7 @@ import hashlib
 import pathlib
 import shutil
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -33,6 +33,7 @@ from ditto_tf.files import atomic_path
 from ditto_tf.rundir import RunDir
 
 if TYPE_CHECKING:
+    from ditto_tf.rssm import RSSM, State
     from ditto_tf.world_model import WorldModel
 
 CHUNK = 128  # filter steps per compiled call (long Atari episodes are encoded in chunks)
@@ -85,8 +86,8 @@ class ExpertLatents:
         return self.windows(valid[rng.integers(len(valid), size=batch)], length)
 
 
-def to_state(rssm: Any, deter: tf.Tensor, stoch: tf.Tensor, classes: int,
-             logit: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+def to_state(rssm: RSSM, deter: tf.Tensor, stoch: tf.Tensor, classes: int,
+             logit: tf.Tensor | None = None) -> State:
     """Stored latents -> an RSSM state dict {deter, stoch one-hot, logit} in the model's dtypes.
 
     `logit` is the stored posterior's; without it, log of the one-hot (clipped) stands in (the
@@ -112,7 +113,7 @@ def cache_key(checkpoint: str) -> str:
 class Encoder:
     """Posterior filter over whole episodes, compiled once per (group, chunk) shape."""
 
-    def __init__(self, wm: Any):
+    def __init__(self, wm: WorldModel):
         self.wm = wm
 
     @tf.function
@@ -215,7 +216,7 @@ def taken_actions(episode: dict[str, np.ndarray]) -> np.ndarray:
     return action
 
 
-def encode_episodes(wm: Any, episodes: list[dict[str, np.ndarray]], classes: int,
+def encode_episodes(wm: WorldModel, episodes: list[dict[str, np.ndarray]], classes: int,
                     encoder: Encoder | None = None) -> ExpertLatents:
     """Episodes -> ExpertLatents with the model's current weights, in memory (no cache): for
     measurements during world-model training, when every checkpoint would be a new cache."""

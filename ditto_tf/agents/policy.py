@@ -12,7 +12,7 @@ features, as in training. BC acts on the (stacked) observations directly.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -23,9 +23,12 @@ from ditto_tf.config import Config
 from ditto_tf.errors import UserError
 from ditto_tf.rundir import RunDir
 from ditto_tf.runs import LATENT_AGENTS
+
+if TYPE_CHECKING:
+    from ditto_tf.world_model import WorldModel
 # World models loaded by `load_policy`, keyed by their checkpoint: evaluating the last 10 agent
 # checkpoints builds and restores the world model once, not 10 times.
-_WORLD_MODELS: dict[tuple[str, str], Any] = {}
+_WORLD_MODELS: dict[tuple[str, str], WorldModel] = {}
 
 
 def _restore(path: str, **objects: Any) -> None:
@@ -42,7 +45,7 @@ def _restore(path: str, **objects: Any) -> None:
 class LatentPolicy:
     """Encoder + RSSM posterior filter + actor; keeps one filter state per env."""
 
-    def __init__(self, config: Config, wm: Any, act_dim: int, discrete: bool,
+    def __init__(self, config: Config, wm: WorldModel, act_dim: int, discrete: bool,
                  checkpoint: str | None = None, deterministic: bool = False):
         self.wm, self.act_dim, self.discrete = wm, act_dim, discrete
         self.deterministic = deterministic
@@ -159,7 +162,7 @@ class BCPolicy:
 
 
 def load_policy(config: Config, run: RunDir, agent: str,
-                checkpoint: str | None = None, wm: Any = None,
+                checkpoint: str | None = None, wm: WorldModel | None = None,
                 deterministic: bool = False) -> LatentPolicy | BCPolicy:
     """The policy of `agent` in the run, loaded from `checkpoint` (default: the newest one).
 
