@@ -8,7 +8,10 @@ import shutil
 import keras
 import tensorflow as tf
 
-from ditto_tf.errors import UserError
+from ditto_tf.errors import about
+
+# What a damaged or foreign checkpoint raises on restore (IndexError: a truncated .data file).
+RESTORE_ERRORS = (tf.errors.OpError, AssertionError, ValueError, IndexError)
 
 
 class Checkpointer:
@@ -37,11 +40,8 @@ class Checkpointer:
         # resumed with another --...lr silently kept the old one. The config's rate wins.
         rates = {name: float(obj.learning_rate) for name, obj in self._trackables.items()
                  if isinstance(obj, keras.optimizers.Optimizer)}
-        try:
+        with about(latest, "checkpoint cannot be restored", RESTORE_ERRORS):
             self._checkpoint.restore(latest).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:  # IndexError: truncated .data file
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"{latest}: checkpoint cannot be restored ({first})") from None
         for name, rate in rates.items():
             self._trackables[name].learning_rate = rate
         return int(self.step.numpy())

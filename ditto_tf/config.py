@@ -14,7 +14,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import ruamel.yaml
 
-from ditto_tf.errors import UserError
+from ditto_tf.errors import UserError, read_yaml
 from ditto_tf.files import atomic_write_text
 
 CONFIGS_PATH = pathlib.Path(__file__).resolve().parent.parent / "configs.yaml"
@@ -151,12 +151,7 @@ def _check_type(key: str, value: Any, default: Any, where: str) -> Any:
 def read_blocks(path: str | pathlib.Path = CONFIGS_PATH) -> dict[str, Any]:
     """Read the named config blocks from a YAML file."""
     path = pathlib.Path(path)
-    try:
-        blocks = ruamel.yaml.YAML(typ="safe", pure=True).load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: config file not found") from None
-    except ruamel.yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    blocks = read_yaml(path, missing="config file not found")
     if not isinstance(blocks, dict) or "defaults" not in blocks:
         raise UserError(f"{path}: needs a top-level 'defaults' block")
     return blocks

@@ -21,7 +21,6 @@ its `data` links to, so one measurement serves the env); per-checkpoint results 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import pathlib
@@ -29,11 +28,11 @@ import warnings
 from typing import Any, Callable, Sequence
 
 from ditto_tf.config import Config
-from ditto_tf.errors import UserError
+from ditto_tf.errors import UserError, about
 from ditto_tf.driver import Actor, ExpertActor, RandomActor, drive, quotas
 from ditto_tf.rundir import RunDir, checkpoint_step, resolve_path
 from ditto_tf.runs import (AGENTS, Run, check_readable, find_runs, checkpoint_signature, env_signature,
-                           list_checkpoints, offline_summary, read_json, write_json)
+                           list_checkpoints, offline_summary, read_cache, read_lines, write_json)
 from ditto_tf.scores import RunResult, summarize
 
 EVAL_SEED = 10**6                           # eval env seeds are disjoint from collection seeds
@@ -98,27 +97,13 @@ def _manifest_expert(logdirs: Sequence[pathlib.Path]) -> dict[str, Any] | None:
     when the expert itself cannot be loaded at evaluation time."""
     for logdir in logdirs:
         rows = []
-        for line in _lines(RunDir(logdir).manifest):
+        for line in read_lines(RunDir(logdir).manifest):
             if line.get("set") in ("expert_train", "expert_val") and "return" in line:
                 rows.append(line)
         if rows:
             return {"returns": [float(r["return"]) for r in rows],
                     "lengths": [int(r.get("length", 0)) for r in rows], "source": "manifest"}
     return None
-
-
-def _lines(path: pathlib.Path) -> list[dict[str, Any]]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    out = []
-    for line in text.splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return [x for x in out if isinstance(x, dict)]
 
 
 class _References:
@@ -141,7 +126,7 @@ class _References:
             if directory in self.logdirs:
                 continue
             self.logdirs.append(directory)
-            cached = read_json(RunDir(directory).reference_scores) or {}
+            cached = read_cache(RunDir(directory).reference_scores) or {}
             for who in ("random", "expert"):
                 entry = cached.get(who)
                 if who not in self.data and isinstance(entry, dict) and entry.get("key") == self.key:
@@ -185,7 +170,7 @@ class _References:
                    if data.get("source") != "manifest"}
         for logdir in self.logdirs:
             path = RunDir(logdir).reference_scores
-            if read_json(path) != entries:
+            if read_cache(path) != entries:
                 write_json(path, entries)
 
     def returns(self, who: str) -> list[float]:
@@ -227,7 +212,7 @@ def plan(runs: Sequence[Run], protocol: Protocol = Protocol()) -> list[_Plan]:
         refs.add(run.logdir)
         item = _Plan(run, resolved, prefixes, {}, refs)
         for prefix in prefixes:
-            data = read_json(item.cache(prefix))
+            data = read_cache(item.cache(prefix))
             if data is not None and data.get("key") == item.key(prefix):
                 item.done[prefix] = data
             else:
@@ -288,7 +273,7 @@ def _earlier(item: _Plan) -> list[tuple[int, list[float]]]:
     first = checkpoint_step(item.prefixes[0])
     out = []
     for path in item.run.cache_dir.glob("ckpt-*.json"):
-        data = read_json(path)
+        data = read_cache(path)
         if not data or not isinstance(data.get("key"), dict) or "step" not in data:
             continue
         key = dict(data["key"])
@@ -333,17 +318,12 @@ def _policy_loader(run: Run, deterministic: bool) -> Callable[[str], Actor]:
 
     def load(prefix: str) -> Actor:
         nonlocal policy
-        try:
+        with about(prefix, f"cannot load the {run.agent} policy"):  # a damaged checkpoint file
             if policy is None:
                 policy = load_policy(run.config, run.rundir, run.agent, checkpoint=prefix,
                                      deterministic=deterministic)
             else:
                 policy.load(prefix)
-        except UserError:
-            raise
-        except Exception as e:  # a damaged checkpoint file: name it, in one line
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"{prefix}: cannot load the {run.agent} policy ({first})") from None
         return policy
 
     return load

@@ -35,7 +35,7 @@ from ditto_tf.agents.eq8 import eq8
 from ditto_tf.agents.latents import GROUP, Encoder, ExpertLatents, encode_episodes, to_state
 from ditto_tf.config import Config
 from ditto_tf.data.episodes import load_episodes
-from ditto_tf.errors import UserError
+from ditto_tf.errors import about
 from ditto_tf.files import atomic_write_text
 from ditto_tf.rundir import RunDir
 
@@ -184,7 +184,6 @@ def last_margins(run: RunDir) -> dict[str, Any] | None:
     path = run.margin
     if not path.exists():
         return None
-    try:
+    with about(path, "unreadable", ValueError,
+               hint="; delete it (the next world-model phase rewrites it)"):
         return json.loads(path.read_text())
-    except ValueError:
-        raise UserError(f"{path}: unreadable; delete it (the next world-model phase rewrites it)") from None

@@ -19,6 +19,7 @@ from ditto_tf.config import Config
 from ditto_tf.files import atomic_write_text
 from ditto_tf.logger import format_seconds
 from ditto_tf.rundir import RunDir
+from ditto_tf.runs import AGENTS, read_cache
 
 PhaseFunction = Callable[[Config, RunDir], Any]
 
@@ -26,11 +27,7 @@ PhaseFunction = Callable[[Config, RunDir], Any]
 def _save_timings(run: RunDir, timings: dict[str, float]) -> None:
     """Merge this invocation's phase times into the run's timings.json (a resumed run adds up)."""
     path = run.timings
-    try:
-        old = json.loads(path.read_text())
-        old = old if isinstance(old, dict) else {}
-    except (FileNotFoundError, json.JSONDecodeError):
-        old = {}
+    old = read_cache(path) or {}
     merged = {k: float(old.get(k, 0.0)) + v for k, v in timings.items()}
     merged.update({k: v for k, v in old.items() if k not in merged})
     atomic_write_text(path, json.dumps(merged, indent=1, sort_keys=True) + "\n")
@@ -61,7 +58,6 @@ def run_all(config: Config, run: RunDir, phases: Sequence[str],
     Returns the evaluation report ({rows, results, files}) plus `timings` in seconds.
     """
     from ditto_tf.evaluation import Protocol, report
-    from ditto_tf.runs import AGENTS
 
     timings: dict[str, float] = {}
     for name in phases:

@@ -34,10 +34,8 @@ import pathlib
 import re
 from typing import Any, Iterator, Sequence
 
-import ruamel.yaml
-
 from ditto_tf.config import Config, load_config
-from ditto_tf.errors import UserError
+from ditto_tf.errors import UserError, read_json, read_yaml, within
 from ditto_tf.files import atomic_write_text
 
 # Keys (exact, or a prefix ending in ".") that define the data collected and the networks built:
@@ -268,12 +266,9 @@ class RunDir:
     def spec(self) -> dict[str, Any] | None:
         """The world model's spec (None when `model.json` is missing)."""
         path = self.model_spec
-        try:
-            spec = json.loads(path.read_text())
-        except FileNotFoundError:
+        spec = read_json(path)
+        if spec is None:
             return None
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: not valid JSON ({e})") from None
         if not isinstance(spec, dict):
             raise UserError(f"{path}: expected a JSON object")
         return spec
@@ -281,13 +276,7 @@ class RunDir:
     def collect_summary(self) -> dict[str, Any]:
         """Collect's `summary.json` (expert return mean/std is the normaliser; `action` is the
         env's action space)."""
-        path = self.summary
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path}: not found; run --phase collect first") from None
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: not valid JSON ({e})") from None
+        return read_json(self.summary, missing="not found; run --phase collect first")
 
     def action_space(self, config: Config) -> tuple[int, bool]:
         """(action size, discrete) of the run's task, without an environment: from `model.json`,
@@ -316,16 +305,11 @@ class RunDir:
         path = self.config_path
         if not path.is_file():
             raise UserError(f"{path}: missing; is {self.root} a ditto_tf run directory?")
-        try:
-            saved = ruamel.yaml.YAML(typ="safe", pure=True).load(path.read_text())
-        except ruamel.yaml.YAMLError as e:
-            raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        saved = read_yaml(path)
         if not isinstance(saved, dict):
             raise UserError(f"{path}: expected a mapping of config keys")
-        try:
+        with within(path):
             return load_config([]).update(saved)
-        except UserError as e:
-            raise UserError(f"{path}: {e}") from None
 
     def configure(self, names: Sequence[str], overrides: Sequence[str]) -> Config:
         """The config to run with: new directory, the blocks and flags; existing directory, the

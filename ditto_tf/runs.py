@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ditto_tf.config import Config
-from ditto_tf.errors import UserError
+from ditto_tf.errors import UserError, about
 from ditto_tf.files import atomic_write_text
 from ditto_tf.rundir import RunDir, checkpoint_state, checkpoint_step, resolve_path
 
@@ -113,13 +113,10 @@ def check_readable(prefix: str) -> None:
     rollout, with a one-line error naming it."""
     import tensorflow as tf
 
-    try:
+    with about(prefix, "checkpoint unreadable", typed=True, limit=120):  # DataLossError, NotFoundError, ...
         reader = tf.train.load_checkpoint(prefix)
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
-    except Exception as e:  # DataLossError, NotFoundError, ... from the checkpoint reader
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{prefix}: checkpoint unreadable ({type(e).__name__}: {first[:120]})") from None
 
 
 def checkpoint_signature(prefix: str) -> str:
@@ -136,7 +133,7 @@ def env_signature(config: Config) -> str:
 
 # ----------------------------------------------------------------------------- caches
 
-def read_json(path: pathlib.Path) -> dict[str, Any] | None:
+def read_cache(path: pathlib.Path) -> dict[str, Any] | None:
     """A cached JSON object, or None when absent or unreadable (it is then recomputed)."""
     try:
         data = json.loads(path.read_text())
@@ -159,21 +156,25 @@ OFFLINE_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def read_metrics(path: pathlib.Path) -> list[dict[str, float]]:
-    """The rows of a metrics.jsonl; a torn last line (killed writer) is skipped."""
-    rows = []
+def read_lines(path: pathlib.Path) -> list[dict[str, Any]]:
+    """The JSON objects of a .jsonl file, one a line ([] when it is missing); a line that is not
+    one (a torn last line of a killed writer) is skipped."""
     try:
         lines = path.read_text().splitlines()
     except FileNotFoundError:
         return []
+    rows = []
     for line in lines:
         try:
-            row = json.loads(line)
+            rows.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-        if isinstance(row, dict) and "step" in row:
-            rows.append(row)
-    return rows
+    return [row for row in rows if isinstance(row, dict)]
+
+
+def read_metrics(path: pathlib.Path) -> list[dict[str, float]]:
+    """The rows of a metrics.jsonl; a torn last line (killed writer) is skipped."""
+    return [row for row in read_lines(path) if "step" in row]
 
 
 def offline_curves(run: Run) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -19,7 +19,7 @@ import numpy as np
 from ditto_tf import obs_keys
 from ditto_tf.config import Config
 from ditto_tf.data.episodes import OBS_KEYS, list_episodes
-from ditto_tf.errors import UserError
+from ditto_tf.errors import UserError, about, within
 from ditto_tf.rundir import RunDir
 
 # Floor of the per-dimension standard deviation: a dimension that barely varies in the data
@@ -37,12 +37,10 @@ def _member_shape(archive: zipfile.ZipFile, key: str) -> tuple[int, ...]:
 
 def episode_shapes(path: pathlib.Path) -> dict[str, tuple[int, ...]]:
     """{observation key: per-step shape} of one episode file."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = {n[:-4] for n in archive.namelist()}
-            return {k: _member_shape(archive, k)[1:] for k in OBS_KEYS if k in names}
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
-        raise UserError(f"{path}: unreadable episode file ({type(e).__name__})") from None
+    with about(path, "unreadable episode file", (OSError, KeyError, ValueError, zipfile.BadZipFile),
+               typed=True), zipfile.ZipFile(path) as archive:
+        names = {n[:-4] for n in archive.namelist()}
+        return {k: _member_shape(archive, k)[1:] for k in OBS_KEYS if k in names}
 
 
 def data_shapes(config: Config, dirs: Sequence[pathlib.Path]) -> tuple[dict[str, tuple[int, ...]], list[str]]:
@@ -51,10 +49,8 @@ def data_shapes(config: Config, dirs: Sequence[pathlib.Path]) -> tuple[dict[str,
     if not paths:
         raise UserError(f"{dirs[0]}: no episodes; run `--phase collect` first")
     shapes = episode_shapes(paths[0])
-    try:
+    with within(paths[0]):
         keys = obs_keys.select(config, shapes)
-    except UserError as e:
-        raise UserError(f"{paths[0]}: {e}") from None
     return {k: shapes[k] for k in keys.stored}, keys.stored
 
 

@@ -20,11 +20,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ditto_tf.checkpoints import Checkpointer
+from ditto_tf.checkpoints import RESTORE_ERRORS, Checkpointer
 from ditto_tf.config import Config
 from ditto_tf.data.dataset import make_dataset
 from ditto_tf.data.episodes import load_episodes
-from ditto_tf.errors import UserError
+from ditto_tf.errors import UserError, about, within
 from ditto_tf.logger import Logger
 from ditto_tf.margin import PhaseMargin
 from ditto_tf.rundir import RunDir
@@ -78,11 +78,8 @@ def restore_world_model(config: Config, directory: pathlib.Path, action_size: in
     `directory` (the model alone: the checkpoint may also hold an optimizer)."""
     latest = _latest(directory)
     model = WorldModel(config, action_size, shapes)
-    try:
+    with about(latest, "does not fit the world model of this config", RESTORE_ERRORS):
         tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:  # IndexError: truncated .data file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{latest}: does not fit the world model of this config ({first})") from None
     return model
 
 
@@ -165,10 +162,8 @@ def run(config: Config, run: RunDir) -> int:
     spec = make_dataset(dirs, wm.batch, wm.length, config.seed,
                         skip_corrupt=config.data.skip_corrupt, keys=keys).element_spec
     action_size = int(spec["action"].shape[-1])
-    try:
+    with within(dirs[0]):
         model = WorldModel(config, action_size, shapes)
-    except UserError as e:
-        raise UserError(f"{dirs[0]}: {e}") from None
     if model.keys.mlp:  # statistics of the training data; a resumed run restores the saved ones
         model.set_statistics(vector_statistics(dirs, model.keys.mlp, config.data.skip_corrupt))
     trainer = WorldModelTrainer(model, config)

@@ -29,7 +29,7 @@ import gymnasium as gym
 import yaml
 
 from ditto_tf.config import Config
-from ditto_tf.errors import UserError
+from ditto_tf.errors import UserError, about, first_line
 
 FOLDER_HINT = "use a local zoo folder instead: --expert.source folder --expert.folder PATH"
 # Rough single-process rates on a 2-core CPU (env steps/s while training), for the estimate.
@@ -78,10 +78,8 @@ _ZooLoader.add_constructor(
 
 def read_zoo_yaml(path: pathlib.Path) -> dict[str, Any]:
     """Read a zoo `config.yml` / `args.yml` into a plain dict without running code."""
-    try:
+    with about(path, "not a readable RL Zoo YAML file", (OSError, yaml.YAMLError)):
         data = yaml.load(path.read_text(), Loader=_ZooLoader)
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"{path}: not a readable RL Zoo YAML file ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of hyperparameters")
     return data
@@ -142,17 +140,12 @@ def load_model(zip_path: pathlib.Path, algo: str) -> Any:
         entry = data.get(key)
         if not isinstance(entry, dict) or ":serialized:" not in entry:
             raise UserError(f"{zip_path}: not an SB3 model (no {key} inside)")
-        try:
+        with about(zip_path, f"cannot read its {key}"):
             custom[key] = _clean_space(compat_load(io.BytesIO(base64.b64decode(entry[":serialized:"]))))
-        except Exception as e:  # noqa: BLE001
-            raise UserError(f"{zip_path}: cannot read its {key} ({e})") from None
-    try:
-        with warnings.catch_warnings():  # old zips pickle `numpy.core` names: harmless, noisy
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return algos[algo].load(str(zip_path), custom_objects=custom, device="cpu")
-    except Exception as e:  # noqa: BLE001 - a corrupt or foreign zip: name it, one line
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"{zip_path}: cannot load as an SB3 {algo.upper()} model ({message})") from None
+    # a corrupt or foreign zip: name it, one line
+    with about(zip_path, f"cannot load as an SB3 {algo.upper()} model"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # old zips pickle `numpy.core` names
+        return algos[algo].load(str(zip_path), custom_objects=custom, device="cpu")
 
 
 
@@ -203,8 +196,8 @@ def download(org: str, algo: str, env_id: str, cache: pathlib.Path, timeout: flo
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / algo / f"{env_id}_1", final)  # appears complete or not at all
     except Exception as e:  # noqa: BLE001
-        raise UserError(f"expert.source hub: download of {repo} failed ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}); {FOLDER_HINT}") from None
+        raise UserError(f"expert.source hub: download of {repo} failed ({first_line(e, typed=True)}); "
+                        f"{FOLDER_HINT}") from None
     finally:
         if previous is None:
             os.environ.pop("TRUST_REMOTE_CODE", None)

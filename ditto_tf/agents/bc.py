@@ -22,7 +22,7 @@ from ditto_tf import obs_keys
 from ditto_tf.agents.runner import already_trained, train_agent
 from ditto_tf.config import Config
 from ditto_tf.data.episodes import load_episodes
-from ditto_tf.errors import UserError
+from ditto_tf.errors import UserError, within
 from ditto_tf.nets import MLP, ConvEncoder, Standardize
 from ditto_tf.rundir import RunDir
 from ditto_tf.wm_data import MIN_STD
@@ -148,10 +148,8 @@ def _load(config: Config, run: RunDir, split: str
         raise UserError(f"{directory}: {len(episodes)} expert episodes, need {limit or 1}; "
                         "run --phase collect first")
     shapes = {k: episodes[0][k].shape[1:] for k in obs_keys.OBS_KEYS if k in episodes[0]}
-    try:
+    with within(directory):
         bc_keys(config, shapes)
-    except UserError as e:
-        raise UserError(f"{directory}: {e}") from None
     return episodes, shapes
 
 

@@ -28,7 +28,7 @@ import tqdm
 
 from ditto_tf.config import Config
 from ditto_tf.data.episodes import list_episodes, load_episode
-from ditto_tf.errors import UserError
+from ditto_tf.errors import UserError, about
 from ditto_tf.files import atomic_path
 from ditto_tf.rundir import RunDir
 
@@ -200,11 +200,9 @@ def load_expert_latents(config: Config, run: RunDir, wm: WorldModel, checkpoint:
         bar.close()
     parts = []
     for file in files:
-        try:
-            with np.load(file) as data:
-                parts.append({k: data[k] for k in ("deter", "stoch", "logit", "action")})
-        except (OSError, ValueError, KeyError) as e:
-            raise UserError(f"{file}: latent cache unreadable ({type(e).__name__}); delete it") from None
+        with about(file, "latent cache unreadable", (OSError, ValueError, KeyError), typed=True,
+                   hint="; delete it"), np.load(file) as data:
+            parts.append({k: data[k] for k in ("deter", "stoch", "logit", "action")})
     return assemble(parts, int(config.world_model.rssm.discrete))
 
 

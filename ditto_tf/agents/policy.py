@@ -20,7 +20,8 @@ import tensorflow as tf
 from ditto_tf.agents.actor_critic import action_dist, dist_mode, make_actor
 from ditto_tf.agents.runner import observation_shapes
 from ditto_tf.config import Config
-from ditto_tf.errors import UserError
+from ditto_tf.checkpoints import RESTORE_ERRORS
+from ditto_tf.errors import UserError, about
 from ditto_tf.rundir import RunDir
 from ditto_tf.runs import LATENT_AGENTS
 
@@ -35,11 +36,8 @@ def _restore(path: str, **objects: Any) -> None:
     """Restore only `objects` (e.g. the actor) from an agent checkpoint, or a one-line error."""
     if not tf.io.gfile.exists(f"{path}.index"):
         raise UserError(f"{path}: agent checkpoint not found")
-    try:
+    with about(path, "checkpoint cannot be restored", RESTORE_ERRORS):
         tf.train.Checkpoint(**objects).restore(path).expect_partial().assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:  # IndexError: truncated .data file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: checkpoint cannot be restored ({first})") from None
 
 
 class LatentPolicy:

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 
 import numpy as np
 
-from ditto_tf.errors import UserError
+from ditto_tf.errors import UserError, about
 from ditto_tf.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -139,27 +139,18 @@ def save_episode(directory: str | os.PathLike, episode: Mapping[str, Any], index
 
 
 def _open(path: pathlib.Path) -> Any:
-    try:
+    if not path.exists():
+        raise UserError(f"{path}: episode file not found")
+    with about(path, "unreadable episode file", _READ_ERRORS, typed=True):
         npz = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"{path}: episode file not found") from None
-    except _READ_ERRORS as e:
-        raise UserError(f"{path}: unreadable episode file ({_reason(e)})") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise UserError(f"{path}: not an .npz archive (a single .npy array)")
     return npz
 
 
 def _read(npz: Any, key: str, path: pathlib.Path) -> np.ndarray:
-    try:
+    with about(path, f"damaged member {key!r}", _READ_ERRORS, typed=True):
         return npz[key]
-    except _READ_ERRORS as e:
-        raise UserError(f"{path}: damaged member {key!r} ({_reason(e)})") from None
-
-
-def _reason(error: BaseException) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def load_episode(path: str | os.PathLike) -> dict[str, np.ndarray]:
