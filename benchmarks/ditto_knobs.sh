@@ -12,7 +12,6 @@
 set -euo pipefail
 OUT=$(realpath -m "$1"); BLOCKS=$2; SHARED=$3; shift 3
 cd "$(dirname "$0")/.."
-export TF_CPP_MIN_LOG_LEVEL=2
 # shellcheck disable=SC2086
 run() { python train.py --configs $BLOCKS --logdir "$1" $SHARED "${@:2}"; }
 t0=$(date +%s)
