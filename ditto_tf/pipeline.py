@@ -43,7 +43,7 @@ def summary_lines(config: Config, run: RunDir, agents: Sequence[str],
              f"  episodes      {run.data}  (wm/, expert/train/, expert/val/, manifest.jsonl)",
              f"  world model   {run.world_model}  (checkpoints/, metrics.jsonl, TensorBoard)"]
     for agent in agents:
-        lines.append(f"  {agent:<13} {run.agent_dir(agent)}  (checkpoints/, metrics.jsonl, TensorBoard)")
+        lines.append(f"  {agent:<13} {run.phase_dir(agent)}  (checkpoints/, metrics.jsonl, TensorBoard)")
     lines += [f"  results       {run.eval_dir}  (results.md, results.csv, *.png)",
               f"  timings       {run.timings}",
               f"view the training curves: tensorboard --logdir {d}",
@@ -68,7 +68,7 @@ def run_all(config: Config, run: RunDir, phases: Sequence[str],
         _save_timings(run, {name: timings[name]})
     print("\n== evaluation ==", flush=True)
     begin = time.time()
-    agents = [a for a in AGENTS if a in phases and run.agent_checkpoints(a).is_dir()]
+    agents = [a for a in AGENTS if a in phases and run.checkpoints(a).is_dir()]
     protocol = Protocol(config.eval.checkpoints, config.eval.episodes, config.eval.envs)
     result = report([run.root], protocol=protocol, agents=agents)
     timings["evaluate"] = time.time() - begin

@@ -219,12 +219,6 @@ class RunDir:
         """DITTO's signal margin, measured during the world-model phase."""
         return self.world_model / "margin.json"
 
-    def agent_dir(self, agent: str) -> pathlib.Path:
-        return self.phase_dir(agent)
-
-    def agent_checkpoints(self, agent: str) -> pathlib.Path:
-        return self.checkpoints(agent)
-
     @property
     def latents(self) -> pathlib.Path:
         """Expert latents, one folder per world-model checkpoint."""

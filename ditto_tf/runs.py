@@ -59,7 +59,7 @@ class Run:
 
     @property
     def checkpoint_dir(self) -> pathlib.Path:
-        return self.rundir.agent_checkpoints(self.agent)
+        return self.rundir.checkpoints(self.agent)
 
     @property
     def cache_dir(self) -> pathlib.Path:
@@ -82,7 +82,7 @@ def find_runs(logdirs: Iterable[str | pathlib.Path], agents: Sequence[str] = AGE
         if not logdir.is_dir():
             raise UserError(f"{logdir}: no such run directory")
         config = load_run_config(logdir)
-        found = [Run(logdir, a, config) for a in agents if RunDir(logdir).agent_dir(a).is_dir()]
+        found = [Run(logdir, a, config) for a in agents if RunDir(logdir).phase_dir(a).is_dir()]
         if not found:
             raise UserError(f"{logdir}: no trained agent (expected one of {', '.join(agents)}/)")
         runs.extend(found)

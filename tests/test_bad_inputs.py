@@ -96,7 +96,7 @@ def test_latent_agent_without_world_model(run, tmp_path, capsys, agent) -> None:
     logdir = copy(run, tmp_path / "run", "data")
     train_error(capsys, logdir, "--phase", agent,
                 culprits=(RunDir(logdir).wm_checkpoints, "--phase world_model"))
-    assert not RunDir(logdir).agent_dir(agent).exists()
+    assert not RunDir(logdir).phase_dir(agent).exists()
 
 
 # ---------------------------------------------------------------- damaged or mismatched data

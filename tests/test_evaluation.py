@@ -171,7 +171,7 @@ def test_rerun_reads_the_caches(trained_run, reported):
 def _copy_agent(run: pathlib.Path, dest: pathlib.Path, agent: str) -> pathlib.Path:
     dest.mkdir(parents=True)
     shutil.copy(RunDir(run).config_path, RunDir(dest).config_path)
-    shutil.copytree(RunDir(run).agent_dir(agent), RunDir(dest).agent_dir(agent))
+    shutil.copytree(RunDir(run).phase_dir(agent), RunDir(dest).phase_dir(agent))
     return dest
 
 

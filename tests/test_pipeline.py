@@ -113,7 +113,7 @@ def test_true_env_returns_reach_each_agents_tensorboard(run_all):
     for agent in AGENTS:
         cached = {json.loads(p.read_text())["step"]: json.loads(p.read_text())["returns"]
                   for p in RunDir(logdir).eval_cache(agent).glob("ckpt-*.json")}
-        events = EventAccumulator(str(RunDir(logdir).agent_dir(agent)))
+        events = EventAccumulator(str(RunDir(logdir).phase_dir(agent)))
         events.Reload()
         points = {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("eval/return")}
         assert set(points) == set(cached), agent

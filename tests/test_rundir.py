@@ -100,7 +100,7 @@ def test_layout_is_spelled_once(tmp_path):
     assert run.wm_checkpoints == run.checkpoints("world_model") == root / "world_model/checkpoints"
     assert run.model_spec == root / "world_model/model.json"
     assert run.margin == root / "world_model/margin.json"
-    assert run.agent_checkpoints("dbc") == root / "dbc/checkpoints"
+    assert run.checkpoints("dbc") == root / "dbc/checkpoints"
     assert run.metrics("bc") == root / "bc/metrics.jsonl"
     assert run.eval_cache("ditto") == root / "eval/ditto"
     assert run.reference_scores == root / "eval/reference.json"

@@ -169,9 +169,9 @@ def load_policy(config: Config, run: RunDir, agent: str,
     if agent not in (*LATENT_AGENTS, "bc"):
         raise UserError(f"agent {agent!r} is not one of ditto, dgail, dbc, bc")
     if checkpoint is None:
-        checkpoint = tf.train.latest_checkpoint(str(run.agent_checkpoints(agent)))
+        checkpoint = tf.train.latest_checkpoint(str(run.checkpoints(agent)))
         if checkpoint is None:
-            raise UserError(f"{run.agent_checkpoints(agent)}: no {agent} checkpoint; train it first")
+            raise UserError(f"{run.checkpoints(agent)}: no {agent} checkpoint; train it first")
     act_dim, discrete = run.action_space(config)
     if agent == "bc":
         return BCPolicy(config, act_dim, discrete, checkpoint, deterministic,
