@@ -7,18 +7,22 @@ Trains through `expert.source train` (rl-zoo3, `experts/hyperparams/ppo.yml`; a 
 resumes from its checkpoint), plays `--episodes` full episodes in the true env (MinAtar's sticky
 actions and ramping, seeded) with the deterministic and the sampling policy, prints return
 mean +- SE for each and, with `--ship`, copies the zoo run into `experts/ppo/<EnvId>_1` with
-`evaluation.json` (steps, training time, returns) beside the zip.
+`evaluation.json` (steps, training time, returns) beside the zip. The shipped zip keeps the
+policy and drops Adam's moment estimates (training state an expert never uses; they are two
+thirds of the file), so that it stays under 2 MB.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import pathlib
 import shutil
 import sys
 import time
+import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
@@ -44,6 +48,26 @@ def play(config, run: pathlib.Path, env_id: str, deterministic: bool, episodes: 
     return [e.score for e in played]
 
 
+def slim(zip_path: pathlib.Path) -> None:
+    """Empty the optimizer state in an SB3 zip, in place (atomically); it still loads exactly."""
+    import torch
+
+    with zipfile.ZipFile(zip_path) as archive:
+        members = {info: archive.read(info.filename) for info in archive.infolist()}
+    for info in members:
+        if info.filename == "policy.optimizer.pth":
+            state = torch.load(io.BytesIO(members[info]), map_location="cpu", weights_only=True)
+            state["state"] = {}
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            members[info] = buffer.getvalue()
+    tmp = zip_path.with_name(f".{zip_path.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for info, data in members.items():
+            archive.writestr(info, data)
+    os.replace(tmp, zip_path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("game", help="a MinAtar game: breakout, freeway, space_invaders, asterix, seaquest")
@@ -59,10 +83,9 @@ def main() -> None:
     result = {"env_id": env_id, "steps": zoo.train_steps(config, "ppo"), "episodes": args.episodes,
               "date": time.strftime("%Y-%m-%d")}
     shipped = zoo.PROJECT_ZOO / "ppo" / run.name
-    earlier = shipped / "evaluation.json"
-    # the training time is measured once, when training happens (a rerun finds the run done)
-    result["train_seconds"] = (round(train_seconds) if train_seconds > 30 or not earlier.is_file()
-                               else json.loads(earlier.read_text())["train_seconds"])
+    log = run / "training.json"  # written by zoo.train; measured here for runs trained before it
+    result["train_seconds"] = (json.loads(log.read_text())["seconds"] if log.is_file()
+                               else round(train_seconds))
     for deterministic in (True, False):
         returns = play(config, run, env_id, deterministic, args.episodes)
         mean, se = float(np.mean(returns)), float(np.std(returns, ddof=1) / np.sqrt(len(returns)))
@@ -70,20 +93,21 @@ def main() -> None:
             "mean": round(mean, 2), "se": round(se, 2), "returns": returns}
         print(f"{env_id} {'deterministic' if deterministic else 'sampled'}: {mean:.2f} +- {se:.2f} "
               f"over {len(returns)} episodes", flush=True)
-    zip_size = (run / f"{zoo.file_name(env_id)}.zip").stat().st_size
-    result["zip_bytes"] = zip_size
-    print(f"{env_id}: {result['steps']:,} steps, {result['train_seconds']} s, zip {zip_size / 1e6:.2f} MB")
+    print(f"{env_id}: {result['steps']:,} steps, {result['train_seconds']} s of training")
     if args.ship:
         staging = shipped.with_name(f".{shipped.name}.tmp")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(run, staging)
+        zip_path = staging / f"{zoo.file_name(env_id)}.zip"
+        slim(zip_path)
+        result["zip_bytes"] = zip_path.stat().st_size
         atomic_write_text(staging / "evaluation.json", json.dumps(result, indent=1) + "\n")
         old = shipped.with_name(f".{shipped.name}.old")
         if shipped.exists():
             os.replace(shipped, old)
         os.replace(staging, shipped)  # the shipped run is whole at every moment but this rename
         shutil.rmtree(old, ignore_errors=True)
-        print(f"shipped {shipped}")
+        print(f"shipped {shipped} (zip {result['zip_bytes'] / 1e6:.2f} MB)")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import yaml
 
 from ditto_tf.config import PROJECT_ROOT, Config
 from ditto_tf.errors import UserError, about, first_line
+from ditto_tf.files import atomic_write_text
 
 FOLDER_HINT = "use a local zoo folder instead: --expert.source folder --expert.folder PATH"
 # Rough single-process rates on a 2-core CPU (env steps/s while training), for the estimate.
@@ -373,6 +374,10 @@ def train(config: Config, algo: str) -> tuple[pathlib.Path, str]:
     for part in ("config.yml", "args.yml", "vecnormalize.pkl"):
         if (saved / name / part).is_file():
             shutil.copy2(saved / name / part, staging / name / part)
+    # provenance beside the zoo files: this session's training time (a resumed run: its last part)
+    atomic_write_text(staging / "training.json", json.dumps(
+        {"steps": int(model.num_timesteps), "seconds": round(time.time() - begin),
+         "hyperparameters": str(hyperparams_file(algo, env_id))}) + "\n")
     os.replace(staging, final)  # the run folder appears complete or not at all
     shutil.rmtree(work, ignore_errors=True)
     print(f"expert.source train: {remaining:,} steps in {time.time() - begin:.0f} s; saved {final}",
