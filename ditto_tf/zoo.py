@@ -254,6 +254,11 @@ def hyperparams_file(algo: str, env_id: str) -> pathlib.Path:
     return pathlib.Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
 
 
+def _shown(path: pathlib.Path) -> str:
+    """`path` relative to the project when inside it (portable), else as it is."""
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
+
+
 def zoo_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
     """The zoo-format hyperparameters for `algo` on `env_id` (`hyperparams_file`; Atari ids share
     rl-zoo3's `atari` block)."""
@@ -377,7 +382,7 @@ def train(config: Config, algo: str) -> tuple[pathlib.Path, str]:
     # provenance beside the zoo files: this session's training time (a resumed run: its last part)
     atomic_write_text(staging / "training.json", json.dumps(
         {"steps": int(model.num_timesteps), "seconds": round(time.time() - begin),
-         "hyperparameters": str(hyperparams_file(algo, env_id))}) + "\n")
+         "hyperparameters": _shown(hyperparams_file(algo, env_id))}) + "\n")
     os.replace(staging, final)  # the run folder appears complete or not at all
     shutil.rmtree(work, ignore_errors=True)
     print(f"expert.source train: {remaining:,} steps in {time.time() - begin:.0f} s; saved {final}",
