@@ -9,6 +9,7 @@
 #   bash benchmarks/minatar_benchmark.sh OUT [GAME ...] [-- train.py flags]
 #   e.g. bash benchmarks/minatar_benchmark.sh runs/minatar breakout freeway space_invaders
 #        bash benchmarks/minatar_benchmark.sh /tmp/mb breakout -- --world_model.steps 1000   # smaller
+#        MINATAR_EXPERTS=4 MINATAR_SEEDS=0 bash benchmarks/minatar_benchmark.sh /tmp/mb freeway    # a slice
 #
 # Tables afterwards: python evaluate.py OUT/minatar_<game>/*-s* --out OUT/results
 set -euo pipefail
@@ -19,7 +20,9 @@ EXTRA=("$@")  # flags for every train.py call
 [ ${#GAMES[@]} -gt 0 ] || GAMES=(breakout freeway space_invaders)
 cd "$(dirname "$0")/.."
 LOCK=${DITTO_HEAVY_LOCK:-/tmp/ditto_heavy.lock}
-AGENTS=(ditto dgail dbc bc); EXPERTS=(1 4 16); SEEDS=(0 1 2)
+read -ra AGENTS <<< "${MINATAR_AGENTS:-ditto dgail dbc bc}"
+read -ra EXPERTS <<< "${MINATAR_EXPERTS:-1 4 16}"
+read -ra SEEDS <<< "${MINATAR_SEEDS:-0 1 2}"
 RUNS=$(( ${#AGENTS[@]} * ${#EXPERTS[@]} * ${#SEEDS[@]} ))
 for game in "${GAMES[@]}"; do
   env=minatar_${game//_/}
