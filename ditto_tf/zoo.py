@@ -222,7 +222,7 @@ def download(org: str, algo: str, env_id: str, cache: pathlib.Path, timeout: flo
 
 def runnable_id(env_id: str) -> str:
     """`env_id` if gymnasium knows it, else its newest registered version (LunarLander-v2 -> v3)."""
-    register_suites()
+    register_suites(env_id)
     if env_id in gym.registry:
         return env_id
     base = env_id.rsplit("-v", 1)[0]
@@ -233,13 +233,18 @@ def runnable_id(env_id: str) -> str:
     return versions[-1][1]
 
 
-def register_suites() -> None:
-    """Register the ALE and MinAtar gymnasium ids (neither registers itself on import)."""
+def register_suites(env_id: str = "") -> None:
+    """Register the ALE's gymnasium ids and, for a `MinAtar/...` id, MinAtar's (neither registers
+    itself on import; MinAtar only when asked, so that other envs do not need it installed)."""
     import ale_py
-    from minatar.gym import register_envs
 
     gym.register_envs(ale_py)
-    if "MinAtar/Breakout-v0" not in gym.registry:
+    if env_id.startswith("MinAtar/") and "MinAtar/Breakout-v0" not in gym.registry:
+        try:
+            from minatar.gym import register_envs
+        except ImportError:
+            raise UserError(f"expert.env_id {env_id!r}: needs the minatar package "
+                            "(pip install -r requirements.txt)") from None
         register_envs()
 
 

@@ -39,7 +39,7 @@ def test_every_game_offers_image_and_grid_with_minatars_defaults(game):
 def test_minimal_action_sets_are_the_v1_ids(game):
     env = make_env(config(game, "--env.all_actions", "false"), seed=0)
     assert env.env_id.endswith("-v1")
-    zoo.register_suites()
+    zoo.register_suites(env.env_id)
     assert env.act_space == gym.make(env.env_id).action_space
 
 
@@ -48,7 +48,7 @@ def test_same_dynamics_as_the_gymnasium_id_the_experts_trained_on(game):
     """Seeded alike and given the same actions, our env and MinAtar's gymnasium env agree on
     every grid, reward and ending (sticky actions included)."""
     ours = make_env(config(game), seed=3)
-    zoo.register_suites()
+    zoo.register_suites(ours.env_id)
     theirs = gym.make(ours.env_id)
     ours.reset()
     grid, _ = theirs.reset(seed=3)
