@@ -26,14 +26,17 @@ import gymnasium as gym
 import numpy as np
 
 from ditto_tf.env_base import Env, Obs
+from ditto_tf.errors import UserError
 
 GRID = 10
 
 
 def minatar_games() -> dict[str, str]:
     """{module name: gymnasium name} for every game MinAtar ships (space_invaders: SpaceInvaders)."""
-    import minatar.environments
-
+    try:
+        import minatar.environments
+    except ImportError:
+        raise UserError("MinAtar tasks need the minatar package (pip install -r requirements.txt)") from None
     names = sorted(m.name for m in pkgutil.iter_modules(minatar.environments.__path__))
     return {n: n.title().replace("_", "") for n in names}
 
