@@ -17,7 +17,8 @@ import ruamel.yaml
 from ditto_tf.errors import UserError, read_yaml
 from ditto_tf.files import atomic_write_text
 
-CONFIGS_PATH = pathlib.Path(__file__).resolve().parent.parent / "configs.yaml"
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent  # the repository (a clean clone)
+CONFIGS_PATH = PROJECT_ROOT / "configs.yaml"
 
 
 class Config(Mapping[str, Any]):

@@ -1,6 +1,6 @@
 """Environments with DreamerV2's observation dict.
 
-    env = make_env(config, seed=0)      # config.task: atari_<game> or gym_<EnvId>
+    env = make_env(config, seed=0)      # config.task: atari_<game>, minatar_<game> or gym_<EnvId>
     obs = env.reset()                   # {image (H,W,C) uint8, vector (D,) float32, reward,
                                         #  is_first, is_last, is_terminal}
     obs = env.step(action)              # discrete: index or one-hot vector; continuous: vector
@@ -9,7 +9,9 @@
 Atari follows DreamerV2 (action repeat 4 with a max-pool over the last two frames, up to 30
 random no-ops at reset, sticky actions, a time limit in agent steps, minimal or full action set,
 episodes ending at game over or at life loss) and keeps the raw max-pooled 210x160x3 frame, the
-frame the RL Zoo's `AtariWrapper` (NoFrameskip-v4 dynamics) hands to its agents. Other gymnasium
+frame the RL Zoo's `AtariWrapper` (NoFrameskip-v4 dynamics) hands to its agents. MinAtar keeps
+its 10 x 10 x C bool grid as the native observation (also offered flattened as `vector`) and draws
+the image from it (`ditto_tf.minatar_env`). Other gymnasium
 envs are rendered with `rgb_array` and resized, their native state kept for the expert; when
 that native observation is a 1-D Box (classic control, Box2D) it is also offered as `vector`.
 Frames are rendered only when the config's cnn keys read `image` (`obs_keys.needs_image`):
@@ -29,8 +31,10 @@ from ditto_tf.atari import Atari, atari_games
 from ditto_tf.config import Config
 from ditto_tf.env_base import Env, Obs, resize_frame
 from ditto_tf.errors import UserError
+from ditto_tf.minatar_env import MinAtar, minatar_games
 
-__all__ = ["Atari", "Env", "GymPixels", "Obs", "VecEnv", "atari_games", "make_env", "parse_task"]
+__all__ = ["Atari", "Env", "GymPixels", "MinAtar", "Obs", "VecEnv", "atari_games", "make_env",
+           "minatar_games", "parse_task"]
 
 # pygame renders rgb_array frames off-screen; without these it probes for a display and audio
 # device and prints errors on headless machines.
@@ -111,28 +115,32 @@ class GymPixels(Env):
 
 
 def parse_task(task: str) -> tuple[str, str]:
-    """`atari_beam_rider` -> ('atari', 'BeamRider'); `gym_CartPole-v1` -> ('gym', 'CartPole-v1').
+    """`atari_beam_rider` -> ('atari', 'BeamRider'); `minatar_space_invaders` (or
+    `minatar_spaceinvaders`) -> ('minatar', 'space_invaders'); `gym_CartPole-v1` -> ('gym', 'CartPole-v1').
 
     Unknown games and env ids are UserErrors naming the task with the closest valid ones.
     """
     suite, _, name = task.partition("_")
-    if suite == "atari" and name:
-        games = atari_games()
+    if suite in ("atari", "minatar") and name:
+        # {snake_case: what the suite's constructor takes}, matched with or without underscores
+        games = atari_games() if suite == "atari" else {g: g for g in minatar_games()}
         by_key = {k.replace("_", ""): g for k, g in games.items()}
         game = by_key.get(name.replace("_", "").lower())
         if game is None:
             close = difflib.get_close_matches(name.lower(), list(games), n=3, cutoff=0.5)
-            hint = ", ".join(f"atari_{c}" for c in close) or "none"
-            raise UserError(f"task {task!r}: unknown Atari game {name!r}; closest: {hint}")
-        return "atari", game
+            hint = (f"closest: {', '.join(f'{suite}_{c}' for c in close)}" if close else "choose from: "
+                    + ", ".join(f"{suite}_{g}" for g in list(games)[:5]) + (" ..." if len(games) > 5 else ""))
+            raise UserError(f"task {task!r}: unknown {'Atari' if suite == 'atari' else 'MinAtar'} game "
+                            f"{name!r}; {hint}")
+        return suite, game
     if suite == "gym" and name:
         if name not in gym.registry:
             close = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.5)
             hint = ", ".join(f"gym_{c}" for c in close) or "none"
             raise UserError(f"task {task!r}: unknown gymnasium env id {name!r}; closest: {hint}")
         return "gym", name
-    raise UserError(f"task {task!r}: expected atari_<game> (e.g. atari_pong) or gym_<EnvId> "
-                    "(e.g. gym_CartPole-v1)")
+    raise UserError(f"task {task!r}: expected atari_<game> (e.g. atari_pong), minatar_<game> (e.g. "
+                    "minatar_breakout) or gym_<EnvId> (e.g. gym_CartPole-v1)")
 
 
 def make_env(config: Config, seed: int = 0) -> Env:
@@ -145,6 +153,10 @@ def make_env(config: Config, seed: int = 0) -> Env:
                      seed)
     from ditto_tf.obs_keys import needs_image
 
+    if suite == "minatar":
+        return MinAtar(name, env_cfg.size, env_cfg.grayscale, env_cfg.action_repeat, env_cfg.sticky,
+                       env_cfg.difficulty_ramping, env_cfg.all_actions, env_cfg.time_limit, seed,
+                       render=needs_image(config))
     return GymPixels(name, env_cfg.size, env_cfg.grayscale, env_cfg.action_repeat,
                      env_cfg.time_limit, seed, env_cfg.crop, render=needs_image(config))
 

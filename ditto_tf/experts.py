@@ -49,7 +49,7 @@ class Pipeline:
 
     @classmethod
     def from_run(cls, run: pathlib.Path, env_id: str) -> "Pipeline":
-        params_dir = run / env_id
+        params_dir = run / zoo.file_name(env_id)
         config_path = params_dir / "config.yml"
         if not config_path.is_file():
             raise UserError(f"{params_dir}: no config.yml in this zoo run; found: {zoo.listing(params_dir)}")
@@ -257,8 +257,8 @@ class ZooExpert(Expert):
 
 def load_run(run: pathlib.Path, algo: str, env_id: str, deterministic: bool, label: str,
              info: dict[str, Any]) -> ZooExpert:
-    """A ZooExpert from a zoo run folder `<...>/<algo>/<env_id>_<n>`."""
-    model = zoo.load_model(run / f"{env_id}.zip", algo)
+    """A ZooExpert from a zoo run folder `<...>/<algo>/<env_id>_<n>` (`/` in env_id spelt `-`)."""
+    model = zoo.load_model(run / f"{zoo.file_name(env_id)}.zip", algo)
     pipeline = Pipeline.from_run(run, env_id)
     info = {**info, "path": str(run), "deterministic": bool(deterministic),
             "trained_steps": int(getattr(model, "num_timesteps", 0))}

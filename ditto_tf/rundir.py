@@ -34,7 +34,7 @@ import pathlib
 import re
 from typing import Any, Iterator, Sequence
 
-from ditto_tf.config import Config, load_config
+from ditto_tf.config import PROJECT_ROOT, Config, load_config
 from ditto_tf.errors import UserError, read_json, read_yaml, within
 from ditto_tf.files import atomic_write_text
 
@@ -67,12 +67,19 @@ def is_pinned(key: str) -> bool:
 
 
 def absolute_paths(config: Config) -> Config:
-    """`config` with its relative PATH_KEYS made absolute (`~` is kept: it is portable)."""
+    """`config` with its relative PATH_KEYS made absolute (`~` is kept: it is portable).
+
+    A relative `expert.folder` missing from the working directory but present in the project
+    (`experts`, the shipped MinAtar experts) is the project's, so a run works from any directory.
+    """
     changes = {}
     for key in PATH_KEYS:
         value = str(config[key])
         if value and not value.startswith("~") and not os.path.isabs(value):
-            changes[key] = str(resolve_path(value))
+            path = resolve_path(value)
+            if key == "expert.folder" and not path.exists() and (PROJECT_ROOT / value).is_dir():
+                path = PROJECT_ROOT / value
+            changes[key] = str(path)
     return config.update(changes) if changes else config
 
 

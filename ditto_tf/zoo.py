@@ -28,12 +28,21 @@ from typing import Any
 import gymnasium as gym
 import yaml
 
-from ditto_tf.config import Config
+from ditto_tf.config import PROJECT_ROOT, Config
 from ditto_tf.errors import UserError, about, first_line
+from ditto_tf.files import atomic_write_text
 
 FOLDER_HINT = "use a local zoo folder instead: --expert.source folder --expert.folder PATH"
 # Rough single-process rates on a 2-core CPU (env steps/s while training), for the estimate.
-TRAIN_RATES = {"atari": 350.0, "box2d": 1200.0, "default": 2500.0}
+TRAIN_RATES = {"atari": 350.0, "box2d": 1200.0, "minatar": 4000.0, "default": 2500.0}
+# The project's own zoo folder: shipped experts (MinAtar) and, under hyperparams/, hyperparameters
+# in rl-zoo3's format for env ids the zoo has none for. `expert.source train` looks there first.
+PROJECT_ZOO = PROJECT_ROOT / "experts"
+
+
+def file_name(env_id: str) -> str:
+    """The name a zoo folder gives `env_id` (huggingface_sb3's EnvironmentName: `/` -> `-`)."""
+    return env_id.replace("/", "-")
 
 # ---------------------------------------------------------------- compatibility with old zips
 
@@ -93,7 +102,9 @@ def listing(path: pathlib.Path) -> str:
 
 
 def find_run(folder: pathlib.Path, algo: str, env_id: str, run: int = 0) -> pathlib.Path:
-    """`<folder>/<algo>/<env_id>_<n>` with the highest n (or n = `run`), holding `<env_id>.zip`."""
+    """`<folder>/<algo>/<name>_<n>` with the highest n (or n = `run`), holding `<name>.zip`, where
+    `name` is `file_name(env_id)` (`MinAtar/Breakout-v0` -> `MinAtar-Breakout-v0`)."""
+    env_id = file_name(env_id)
     if not folder.is_dir():
         raise UserError(f"expert.folder {folder}: no such folder (want the RL Zoo layout "
                         f"<folder>/<algo>/<env_id>_<n>/<env_id>.zip); or use --expert.source train")
@@ -211,7 +222,7 @@ def download(org: str, algo: str, env_id: str, cache: pathlib.Path, timeout: flo
 
 def runnable_id(env_id: str) -> str:
     """`env_id` if gymnasium knows it, else its newest registered version (LunarLander-v2 -> v3)."""
-    _register_atari()
+    register_suites(env_id)
     if env_id in gym.registry:
         return env_id
     base = env_id.rsplit("-v", 1)[0]
@@ -222,21 +233,45 @@ def runnable_id(env_id: str) -> str:
     return versions[-1][1]
 
 
-def _register_atari() -> None:
+def register_suites(env_id: str = "") -> None:
+    """Register the ALE's gymnasium ids and, for a `MinAtar/...` id, MinAtar's (neither registers
+    itself on import; MinAtar only when asked, so that other envs do not need it installed)."""
     import ale_py
 
     gym.register_envs(ale_py)
+    if env_id.startswith("MinAtar/") and "MinAtar/Breakout-v0" not in gym.registry:
+        try:
+            from minatar.gym import register_envs
+        except ImportError:
+            raise UserError(f"expert.env_id {env_id!r}: needs the minatar package "
+                            "(pip install -r requirements.txt)") from None
+        register_envs()
+
+
+def hyperparams_file(algo: str, env_id: str) -> pathlib.Path:
+    """The zoo-format file with `algo`'s hyperparameters for `env_id`: the project's
+    (`experts/hyperparams/<algo>.yml`) when it has them, else rl-zoo3's own."""
+    import rl_zoo3
+
+    ours = PROJECT_ZOO / "hyperparams" / f"{algo}.yml"
+    if ours.is_file() and env_id in (yaml.safe_load(ours.read_text()) or {}):
+        return ours
+    return pathlib.Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
+
+
+def _shown(path: pathlib.Path) -> str:
+    """`path` relative to the project when inside it (portable), else as it is."""
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
 def zoo_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
-    """rl-zoo3's own hyperparameters for `algo` on `env_id` (Atari ids share the `atari` block)."""
-    import rl_zoo3
-
+    """The zoo-format hyperparameters for `algo` on `env_id` (`hyperparams_file`; Atari ids share
+    rl-zoo3's `atari` block)."""
     if algo not in algorithms():
         raise UserError(f"expert.algo {algo!r}: not an rl-zoo3 algorithm; choose from {', '.join(algorithms())}")
-    path = pathlib.Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
-    blocks = yaml.safe_load(path.read_text()) if path.is_file() else {}
     train_id = runnable_id(env_id)
+    path = hyperparams_file(algo, train_id)
+    blocks = yaml.safe_load(path.read_text()) if path.is_file() else {}
     atari = "AtariEnv" in str(gym.spec(train_id).entry_point)
     for key in (train_id, env_id, "atari" if atari else None):
         if key in blocks:
@@ -266,21 +301,24 @@ def train(config: Config, algo: str) -> tuple[pathlib.Path, str]:
     cfg, seed = config.expert, int(config.seed)
     hyper = zoo_hyperparams(algo, cfg.env_id)
     env_id, steps = runnable_id(cfg.env_id), train_steps(config, algo)
+    name = file_name(env_id)  # MinAtar/Breakout-v0 -> MinAtar-Breakout-v0, as the zoo saves it
+    source = "the project's" if hyperparams_file(algo, env_id).is_relative_to(PROJECT_ZOO) else "rl-zoo3's"
     root = pathlib.Path(cfg.cache).expanduser() / "trained" / f"{steps}steps_seed{seed}"
-    final = root / algo / f"{env_id}_1"
-    if (final / f"{env_id}.zip").is_file():
+    final = root / algo / f"{name}_1"
+    if (final / f"{name}.zip").is_file():
         return final, env_id
-    work = root / algo / f".{env_id}_1.work"
-    checkpoint = work / "checkpoint.zip"  # with work/<env_id>/vecnormalize.pkl, as the zoo resumes
-    (work / env_id).mkdir(parents=True, exist_ok=True)
+    work = root / algo / f".{name}_1.work"
+    checkpoint = work / "checkpoint.zip"  # with work/<name>/vecnormalize.pkl, as the zoo resumes
+    (work / name).mkdir(parents=True, exist_ok=True)
     (work / "hyperparams.yml").write_text(yaml.safe_dump({env_id: hyper}))
-    kind = "atari" if hyper.get("env_wrapper") else "box2d" if "Lunar" in env_id or "Biped" in env_id else "default"
+    kind = ("atari" if hyper.get("env_wrapper") else "box2d" if "Lunar" in env_id or "Biped" in env_id
+            else "minatar" if env_id.startswith("MinAtar/") else "default")
     hours = steps / TRAIN_RATES[kind] / 3600
     minutes = hours * 60
     estimate = ("under a minute" if minutes < 1 else f"about {minutes:.0f} min" if hours < 1
                 else f"about {hours:.1f} h")
     start = "resuming from its checkpoint" if checkpoint.is_file() else "from scratch"
-    print(f"expert.source train: training {algo} on {env_id} with rl-zoo3's hyperparameters for "
+    print(f"expert.source train: training {algo} on {env_id} with {source} hyperparameters for "
           f"{steps:,} steps ({start}), {estimate} on a 2-core CPU"
           + (" (Atari agents take hours)" if kind == "atari" else "") + f"; into {final}", flush=True)
     args = dict(algo=algo, env=env_id, n_timesteps=steps, seed=seed, hyperparams=None,
@@ -319,8 +357,8 @@ def train(config: Config, algo: str) -> tuple[pathlib.Path, str]:
             self.model.save(str(work / "checkpoint.tmp.zip"))
             stats = self.model.get_vec_normalize_env()
             if stats is not None:
-                stats.save(str(work / env_id / "vecnormalize.tmp.pkl"))
-                os.replace(work / env_id / "vecnormalize.tmp.pkl", work / env_id / "vecnormalize.pkl")
+                stats.save(str(work / name / "vecnormalize.tmp.pkl"))
+                os.replace(work / name / "vecnormalize.tmp.pkl", work / name / "vecnormalize.pkl")
             os.replace(work / "checkpoint.tmp.zip", checkpoint)
             self.saved = self.num_timesteps
 
@@ -338,14 +376,18 @@ def train(config: Config, algo: str) -> tuple[pathlib.Path, str]:
         model.learn(remaining, callback=[Checkpoint(), *manager.callbacks], reset_num_timesteps=False)
         manager.save_trained_model(model)
     model.env.close()
-    staging = root / algo / f".{env_id}_1.tmp"
+    staging = root / algo / f".{name}_1.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    (staging / env_id).mkdir(parents=True)
+    (staging / name).mkdir(parents=True)
     saved = pathlib.Path(manager.save_path)
-    shutil.copy2(saved / f"{env_id}.zip", staging / f"{env_id}.zip")
-    for name in ("config.yml", "args.yml", "vecnormalize.pkl"):
-        if (saved / env_id / name).is_file():
-            shutil.copy2(saved / env_id / name, staging / env_id / name)
+    shutil.copy2(saved / f"{name}.zip", staging / f"{name}.zip")
+    for part in ("config.yml", "args.yml", "vecnormalize.pkl"):
+        if (saved / name / part).is_file():
+            shutil.copy2(saved / name / part, staging / name / part)
+    # provenance beside the zoo files: this session's training time (a resumed run: its last part)
+    atomic_write_text(staging / "training.json", json.dumps(
+        {"steps": int(model.num_timesteps), "seconds": round(time.time() - begin),
+         "hyperparameters": _shown(hyperparams_file(algo, env_id))}) + "\n")
     os.replace(staging, final)  # the run folder appears complete or not at all
     shutil.rmtree(work, ignore_errors=True)
     print(f"expert.source train: {remaining:,} steps in {time.time() - begin:.0f} s; saved {final}",

@@ -5,6 +5,7 @@ the one-line errors for bad input."""
 from __future__ import annotations
 
 import os
+import json
 import pathlib
 import subprocess
 import sys
@@ -178,6 +179,9 @@ def test_train_source_produces_zoo_layout(tmp_path, capsys):
     for name in ("CartPole-v1.zip", "CartPole-v1/config.yml", "CartPole-v1/args.yml"):
         assert (run / name).is_file(), name
     assert zoo.read_zoo_yaml(run / "CartPole-v1" / "config.yml")["n_envs"] == 8  # zoo's own
+    provenance = json.loads((run / "training.json").read_text())
+    assert provenance["steps"] >= 2000 and provenance["seconds"] >= 0
+    assert provenance["hyperparameters"].endswith("rl_zoo3/hyperparams/ppo.yml")
     assert expert.info["trained_steps"] >= 2000
     assert not list(run.parent.glob(".*"))  # no work or staging folders left behind
     env = make_env(config, seed=0)

@@ -1,6 +1,7 @@
 """`train.py --phase all` as the README runs it: a relative `--logdir`, every phase on real
-CartPole (`debug` sizes) on pixels and on the vector state, and on vector BipedalWalker
-(continuous actions), then evaluation, the printed table and summary lines, TensorBoard's
+CartPole (`debug` sizes) on pixels and on the vector state, on vector BipedalWalker
+(continuous actions) and on MinAtar Breakout's pixels with its shipped expert, then
+evaluation, the printed table and summary lines, TensorBoard's
 `eval/return`, a resumed second call, and `evaluate.py` given a relative path from another
 working directory."""
 
@@ -19,7 +20,9 @@ import pytest
 
 import train
 from conftest import REPO_ROOT, ZOO_DIR
+from ditto_tf import zoo
 from ditto_tf.config import load_config
+from ditto_tf.errors import read_yaml
 from ditto_tf.runs import AGENTS
 from ditto_tf.rundir import RunDir
 
@@ -27,12 +30,15 @@ RELATIVE = pathlib.Path("runs") / "quick"  # the README's command shape: a relat
 
 
 # (config blocks, expert flags): pixels with the zoo expert when present; the vector state;
-# continuous actions on the vector state (a random "expert": the point is that every phase runs).
+# continuous actions on the vector state (a random "expert": the point is that every phase runs);
+# MinAtar with the expert shipped in experts/ (found from pytest's temporary working directory).
 CASES = {
     "pixels": (["cartpole", "debug"], None),
     "vector": (["cartpole", "vector", "debug"], None),
     "vector-continuous": (["bipedalwalker", "vector", "debug"], ["--expert.source", "random"]),
+    "minatar": (["minatar", "minatar_breakout", "debug"], []),
 }
+IMAGES = {"pixels", "minatar"}  # the cases whose world model reads images (the others: vectors)
 
 
 def _flags(case: str) -> list[str]:
@@ -68,7 +74,9 @@ def test_all_phases_then_table_and_summary(run_all):
     logdir, out, case = run_all
     config = load_config(CASES[case][0])
     keys = set(np.load(next(RunDir(logdir).wm_episodes.glob("*.npz"))).files)
-    assert ("image" in keys) == (case == "pixels") and ("vector" in keys) == (case != "pixels")
+    if case == "minatar":  # the shipped expert, found in the project from another directory
+        assert read_yaml(RunDir(logdir).config_path)["expert"]["folder"] == str(zoo.PROJECT_ZOO)
+    assert ("image" in keys) == (case in IMAGES) and ("vector" in keys) == (case not in IMAGES)
     for agent in AGENTS:
         assert (RunDir(logdir).checkpoints(agent) / "checkpoint").is_file(), agent
     assert (RunDir(logdir).wm_checkpoints / "checkpoint").is_file()
@@ -95,7 +103,7 @@ def test_each_phase_ends_with_one_summary_line(run_all):
     lines = out.splitlines()
     (wm,) = [line for line in lines if line.startswith(f"world model: {steps} of {steps} updates")]
     assert "KL loss" in wm and "open-loop MSE" in wm
-    assert ("image loss" in wm) == (case == "pixels") and ("vector loss" in wm) == (case != "pixels")
+    assert ("image loss" in wm) == (case in IMAGES) and ("vector loss" in wm) == (case not in IMAGES)
     for agent in AGENTS:
         (line,) = [x for x in lines if x.startswith(f"{agent}: ") and " updates (" in x]
         # discrete actions: how often the mode is the expert's; continuous: its mean abs error
