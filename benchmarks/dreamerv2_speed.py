@@ -131,7 +131,7 @@ def profile(calls: dict, steps: int, top: int = 12) -> None:
                     continue
                 for event in line.events:
                     label = plane.event_metadata[event.metadata_id].name
-                    if ":" in label:  # "scope/op:OpType"
+                    if ":" in label and "::" not in label:  # "scope/op:OpType", not executor events
                         seconds[label.rsplit(":", 1)[1]] += event.duration_ps * 1e-12 / steps
         total = sum(seconds.values())
         print(f"\n{name}: {wall:.3f} s/update wall (profiled), {total:.3f} s of op time")

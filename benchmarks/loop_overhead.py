@@ -3,7 +3,8 @@ the bare update on the same batch shape.
 
     python train.py --configs cartpole small --logdir /tmp/perf17/cp --phase collect \
         --expert.folder ../shared/zoo --data.wm_episodes 12 --data.expert_train 4 --data.expert_val 4
-    flock /tmp/ditto_heavy.lock python benchmarks/loop_overhead.py --data /tmp/perf17/cp
+    flock /tmp/ditto_heavy.lock python benchmarks/loop_overhead.py --data /tmp/perf17/cp \
+        --phases world_model --wm_steps 500 --set='--world_model.video_every 500 --checkpoint_every 250'
 
 Runs the phases with train.py in a fresh run folder whose `data/` links to `--data` (world model
 first, then DITTO on it), with the config's own log, checkpoint and video intervals unless
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import pathlib
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -53,8 +55,10 @@ def loop_seconds(directory: pathlib.Path) -> tuple[float, int]:
     return (t1 - t0) / (last - first), last - first
 
 
-def bare(phase: str, configs: list[str], steps: int) -> float:
-    """Median seconds of the bare update in this process (call it in a fresh one)."""
+def bare(phase: str, configs: list[str], steps: int, code: pathlib.Path) -> float:
+    """Median seconds of the bare update of `code`'s ditto_tf in this process (call it in a
+    fresh one: ditto_tf is imported from `code` first)."""
+    sys.path.insert(0, str(code))
     from ditto_tf.config import load_config
 
     config = load_config(configs)
@@ -71,11 +75,11 @@ def bare(phase: str, configs: list[str], steps: int) -> float:
 
 
 def run_phase(phase: str, configs: list[str], logdir: pathlib.Path, steps: int,
-              extra: list[str]) -> None:
+              extra: list[str], code: pathlib.Path) -> None:
     key = "world_model.steps" if phase == "world_model" else "agent.steps"
-    command = [sys.executable, str(REPO / "train.py"), "--configs", *configs, "--logdir",
+    command = [sys.executable, str(code / "train.py"), "--configs", *configs, "--logdir",
                str(logdir), "--phase", phase, f"--{key}", str(steps), *extra]
-    out = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(command, capture_output=True, text=True, cwd=code)
     if out.returncode:
         raise SystemExit(f"{phase} failed:\n{out.stderr[-3000:]}")
     print(out.stdout.strip().splitlines()[-1], flush=True)
@@ -89,32 +93,41 @@ def main() -> None:
     parser.add_argument("--wm_steps", type=int, default=600)
     parser.add_argument("--ditto_steps", type=int, default=600)
     parser.add_argument("--bare_steps", type=int, default=10)
-    parser.add_argument("--set", nargs="*", default=[], help="extra train.py flags, e.g. --log_every 50")
+    parser.add_argument("--set", default="", help="extra train.py flags in one string, e.g. "
+                        "--set='--log_every 50'")
+    parser.add_argument("--code", type=pathlib.Path, default=REPO,
+                        help="the checkout whose train.py runs the phases (default: this one)")
+    parser.add_argument("--out", type=pathlib.Path, help="keep the run folder here (a new folder)")
     parser.add_argument("--bare", choices=PHASES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
-        print(json.dumps(bare(args.bare, args.configs, args.bare_steps)))
+        print(json.dumps(bare(args.bare, args.configs, args.bare_steps, args.code.resolve())))
         return
     for phase in args.phases:
         if phase not in PHASES:
             parser.error(f"--phases: {phase!r} is not one of {', '.join(PHASES)}")
     if args.data is None or not (args.data / "data" / "wm").is_dir():
         parser.error(f"--data: {args.data} has no data/wm; run `--phase collect` into it first")
+    if not (args.code / "train.py").is_file():
+        parser.error(f"--code: {args.code} has no train.py")
+    if args.out is not None and args.out.exists():
+        parser.error(f"--out: {args.out} exists; name a new folder")
     print(f"load before: {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="loop_overhead.") as tmp:
-        logdir = pathlib.Path(tmp)
+        logdir = args.out or pathlib.Path(tmp)
+        logdir.mkdir(parents=True, exist_ok=True)
         (logdir / "data").symlink_to(args.data.resolve() / "data")
         for phase in PHASES:  # DITTO needs the world model, so that phase always runs first
             steps = args.wm_steps if phase == "world_model" else args.ditto_steps
             if phase not in args.phases and phase != "world_model":
                 continue
-            run_phase(phase, args.configs, logdir, steps, args.set)
+            run_phase(phase, args.configs, logdir, steps, shlex.split(args.set), args.code.resolve())
             if phase not in args.phases:
                 continue
             loop, span = loop_seconds(logdir / phase)
             command = [sys.executable, __file__, "--bare", phase, "--configs", *args.configs,
-                       "--bare_steps", str(args.bare_steps)]
+                       "--bare_steps", str(args.bare_steps), "--code", str(args.code.resolve())]
             out = subprocess.run(command, capture_output=True, text=True)
             if out.returncode:
                 raise SystemExit(f"bare {phase} failed:\n{out.stderr[-3000:]}")
