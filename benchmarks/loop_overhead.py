@@ -46,13 +46,16 @@ def log_times(directory: pathlib.Path) -> list[tuple[int, float]]:
     return sorted(rows)
 
 
-def loop_seconds(directory: pathlib.Path) -> tuple[float, int]:
-    """Seconds per update between the first and the last log row, and the updates spanned."""
+def loop_seconds(directory: pathlib.Path) -> tuple[float, int, list[float]]:
+    """Seconds per update between the first and the last log row, the updates spanned, and
+    the seconds per update of each interval between log rows (a slow one shows a checkpoint,
+    a video, or another process on the cores)."""
     rows = log_times(directory)
     if len(rows) < 2:
         raise SystemExit(f"{directory}: fewer than two log rows; raise the phase's steps")
     (first, t0), (last, t1) = rows[0], rows[-1]
-    return (t1 - t0) / (last - first), last - first
+    intervals = [(b - a) / (j - i) for (i, a), (j, b) in zip(rows, rows[1:])]
+    return (t1 - t0) / (last - first), last - first, intervals
 
 
 def bare(phase: str, configs: list[str], steps: int, code: pathlib.Path) -> float:
@@ -125,18 +128,19 @@ def main() -> None:
             run_phase(phase, args.configs, logdir, steps, shlex.split(args.set), args.code.resolve())
             if phase not in args.phases:
                 continue
-            loop, span = loop_seconds(logdir / phase)
+            loop, span, intervals = loop_seconds(logdir / phase)
             command = [sys.executable, __file__, "--bare", phase, "--configs", *args.configs,
                        "--bare_steps", str(args.bare_steps), "--code", str(args.code.resolve())]
             out = subprocess.run(command, capture_output=True, text=True)
             if out.returncode:
                 raise SystemExit(f"bare {phase} failed:\n{out.stderr[-3000:]}")
-            rows.append((phase, loop, span, json.loads(out.stdout.strip().splitlines()[-1])))
+            rows.append((phase, loop, span, intervals, json.loads(out.stdout.strip().splitlines()[-1])))
     print(f"load after: {os.getloadavg()[0]:.2f}")
-    print("\n| phase | loop s/update | updates spanned | bare s/update | overhead |")
-    print("|---|---|---|---|---|")
-    for phase, loop, span, bare_s in rows:
-        print(f"| {phase} | {loop:.3f} | {span} | {bare_s:.3f} | {loop / bare_s - 1:+.1%} |")
+    print("\n| phase | loop s/update | updates spanned | per log interval | bare s/update | overhead |")
+    print("|---|---|---|---|---|---|")
+    for phase, loop, span, intervals, bare_s in rows:
+        each = " ".join(f"{x:.3f}" for x in intervals)
+        print(f"| {phase} | {loop:.3f} | {span} | {each} | {bare_s:.3f} | {loop / bare_s - 1:+.1%} |")
 
 
 if __name__ == "__main__":
