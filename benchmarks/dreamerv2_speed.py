@@ -237,15 +237,15 @@ def main() -> None:
     args = parser.parse_args()
     for size in args.sizes:
         if size not in SIZES:
-            parser.error(f"--sizes: {size!r} is not one of {', '.join(SIZES)}")
+            raise SystemExit(f"error: --sizes: {size!r} is not one of {', '.join(SIZES)}")
     for flag in ("rounds", "steps"):
         if getattr(args, flag) < 1:
-            parser.error(f"--{flag}: {getattr(args, flag)}; want at least 1")
+            raise SystemExit(f"error: --{flag}: {getattr(args, flag)}; want at least 1")
     for flag in ("intra", "inter"):
         if getattr(args, flag) < 0:
-            parser.error(f"--{flag}: {getattr(args, flag)}; want 0 (default) or more threads")
+            raise SystemExit(f"error: --{flag}: {getattr(args, flag)}; want 0 (default) or more threads")
     if args.code and not (pathlib.Path(args.code) / "ditto_tf" / "rssm.py").is_file():
-        parser.error(f"--code: {args.code!r} holds no ditto_tf package")
+        raise SystemExit(f"error: --code: {args.code!r} holds no ditto_tf package")
     if args.worker:
         args.size = args.sizes[0]
         return worker(args)

@@ -108,13 +108,13 @@ def main() -> None:
         return
     for phase in args.phases:
         if phase not in PHASES:
-            parser.error(f"--phases: {phase!r} is not one of {', '.join(PHASES)}")
+            raise SystemExit(f"error: --phases: {phase!r} is not one of {', '.join(PHASES)}")
     if args.data is None or not (args.data / "data" / "wm").is_dir():
-        parser.error(f"--data: {args.data} has no data/wm; run `--phase collect` into it first")
+        raise SystemExit(f"error: --data: {args.data} has no data/wm; run `--phase collect` into it first")
     if not (args.code / "train.py").is_file():
-        parser.error(f"--code: {args.code} has no train.py")
+        raise SystemExit(f"error: --code: {args.code} has no train.py")
     if args.out is not None and args.out.exists():
-        parser.error(f"--out: {args.out} exists; name a new folder")
+        raise SystemExit(f"error: --out: {args.out} exists; name a new folder")
     print(f"load before: {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="loop_overhead.") as tmp:
