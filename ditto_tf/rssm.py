@@ -79,16 +79,31 @@ class RSSM(keras.Model):
         stoch = dist.sample() if sample else dist.mode()
         return dict(stoch=tf.cast(stoch, self.compute_dtype), logit=logit)
 
+    def _kernel(self, layer: keras.layers.Dense, rows: slice) -> tf.Tensor:
+        """The rows of a Dense kernel that one input of its concat meets, in the compute dtype.
+
+        `observe` splits `img_in` and `obs_out` this way, so that the shares that do not depend
+        on the recurrent state are computed for all T steps at once, outside the scan.
+        """
+        return tf.cast(layer.kernel[rows], self.compute_dtype)
+
+    def _prior(self, prev_deter: tf.Tensor, img_in: tf.Tensor, sample: bool) -> State:
+        """The prior from `img_in`'s pre-activation output on concat(stoch flat, action)."""
+        deter = self.cell(self._act(img_in), prev_deter)
+        x = self._act(self.img_out(deter))
+        return dict(deter=deter, **self._latent(x, self.img_dist, sample))
+
+    def _posterior(self, prior: State, obs_out: tf.Tensor, sample: bool) -> State:
+        """The posterior from `obs_out`'s pre-activation output on concat(prior deter, embed)."""
+        return dict(deter=prior["deter"], **self._latent(self._act(obs_out), self.obs_dist, sample))
+
     def img_step(self, prev_state: Mapping[str, tf.Tensor], prev_action: tf.Tensor,
                  sample: bool = True) -> State:
         """Prior p(z_t | h_t) with h_t = f(h_t-1, z_t-1, a_t-1); usable inside any tf loop."""
         prev_stoch = tf.reshape(tf.cast(prev_state["stoch"], self.compute_dtype),
                                 [-1, self.stoch * self.discrete])
         x = tf.concat([prev_stoch, tf.cast(prev_action, self.compute_dtype)], -1)
-        x = self._act(self.img_in(x))
-        deter = self.cell(x, prev_state["deter"])
-        x = self._act(self.img_out(deter))
-        return dict(deter=deter, **self._latent(x, self.img_dist, sample))
+        return self._prior(prev_state["deter"], self.img_in(x), sample)
 
     def obs_step(self, prev_state: Mapping[str, tf.Tensor], prev_action: tf.Tensor,
                  embed: tf.Tensor, is_first: tf.Tensor, sample: bool = True) -> tuple[State, State]:
@@ -98,9 +113,7 @@ class RSSM(keras.Model):
         prev_action = _mask(tf.cast(prev_action, tf.float32), keep)
         prior = self.img_step(prev_state, prev_action, sample)
         x = tf.concat([prior["deter"], tf.cast(embed, self.compute_dtype)], -1)
-        x = self._act(self.obs_out(x))
-        post = dict(deter=prior["deter"], **self._latent(x, self.obs_dist, sample))
-        return post, prior
+        return self._posterior(prior, self.obs_out(x), sample), prior
 
     @tf.function
     def observe(self, embed: tf.Tensor, action: tf.Tensor, is_first: tf.Tensor,
@@ -108,16 +121,39 @@ class RSSM(keras.Model):
                 sample: bool = True) -> tuple[State, State]:
         """Posterior filter over batch-major (B, T, ...) inputs -> batch-major (post, prior).
 
-        `action[:, t]` is the action that led to step t; the state resets at `is_first`.
+        `action[:, t]` is the action that led to step t; the state resets at `is_first`. The
+        same computation as `obs_step` at every t, but the action's share of `img_in` and the
+        embedding's share of `obs_out` (with their biases) are computed for all B x T steps in
+        one matmul each before the scan: only what depends on the recurrent state stays inside.
         """
         if state is None:
             state = self.initial(tf.shape(action)[0])
-        state = dict(state)
+        flat = self.stoch * self.discrete
+        keep = _swap(1.0 - tf.cast(is_first, self.compute_dtype))  # (T, B)
+        action = _swap(tf.cast(action, self.compute_dtype)) * keep[..., None]
+        embed = _swap(tf.cast(embed, self.compute_dtype))
+        steps, batch = tf.shape(keep)[0], tf.shape(keep)[1]
 
-        def step(prev: tuple[State, State], inputs: tuple[tf.Tensor, ...]) -> tuple[State, State]:
-            return self.obs_step(prev[0], *inputs, sample=sample)
+        def share(layer: keras.layers.Dense, x: tf.Tensor, rows: slice) -> tf.Tensor:
+            y = tf.matmul(tf.reshape(x, [steps * batch, -1]), self._kernel(layer, rows))
+            return tf.reshape(y + tf.cast(layer.bias, y.dtype), [steps, batch, -1])
 
-        inputs = (_swap(tf.cast(action, tf.float32)), _swap(embed), _swap(is_first))
+        inputs = (share(self.img_in, action, slice(flat, None)),
+                  share(self.obs_out, embed, slice(self.deter, None)), keep)
+        img_in, obs_out = self._kernel(self.img_in, slice(0, flat)), self._kernel(
+            self.obs_out, slice(0, self.deter))
+
+        def step(prev: tuple[State, State], inp: tuple[tf.Tensor, ...]) -> tuple[State, State]:
+            action_in, embed_in, keep = inp
+            keep = keep[:, None]  # the reset zeroes the state (the action is zeroed already)
+            stoch = tf.reshape(prev[0]["stoch"], [-1, flat]) * keep
+            prior = self._prior(prev[0]["deter"] * keep, tf.matmul(stoch, img_in) + action_in,
+                                sample)
+            post = self._posterior(prior, tf.matmul(prior["deter"], obs_out) + embed_in, sample)
+            return post, prior
+
+        state = {k: tf.cast(v, tf.float32 if k == "logit" else self.compute_dtype)
+                 for k, v in state.items()}
         post, prior = tf.scan(step, inputs, (state, state))
         return ({k: _swap(v) for k, v in post.items()}, {k: _swap(v) for k, v in prior.items()})
 

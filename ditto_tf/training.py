@@ -82,7 +82,7 @@ def train_loop(config: Config, phase: Phase, checkpointer: Checkpointer, start: 
     logger = Logger(phase.directory, resume_step=start)  # drops rows of updates redone after a kill
     sums: dict[str, float] = collections.defaultdict(float)
     headline: dict[str, float] = {}  # the last logged metrics, for the summary line
-    count, step = 0, start
+    count, step, saving = 0, start, 0.0  # saving: seconds spent saving since the last log
     began = last_time = time.perf_counter()
     bar = tqdm.tqdm(total=phase.steps, initial=start, desc=phase.name, unit="update",
                     dynamic_ncols=True)
@@ -99,22 +99,24 @@ def train_loop(config: Config, phase: Phase, checkpointer: Checkpointer, start: 
                 now = time.perf_counter()
                 train = {k: v / count for k, v in sums.items()}
                 logger.scalars(train, prefix="train/")
-                logger.scalar("train/updates_per_second", count / max(now - last_time, 1e-9))
+                logger.scalar("train/updates_per_second",
+                              count / max(now - last_time - saving, 1e-9))
                 headline.update(train)
                 val = {k: float(v) for k, v in phase.validate().items()} if phase.validate else {}
                 logger.scalars(val, prefix="val/")
                 headline.update(val)  # held-out values win over training ones of the same name
                 bar.set_postfix(phase.postfix(train, val))
                 sums.clear()
-                count, last_time = 0, now
+                count, last_time, saving = 0, now, 0.0
             if phase.extras is not None:
                 headline.update(phase.extras.after_update(step, logger))
             save = step % config.checkpoint_every == 0 or step == phase.steps
             if log or save:
                 logger.write(step)
-            if save:
+            if save:  # saving is not training time (the count of updates goes on)
+                saved = time.perf_counter()
                 checkpointer.save(step)
-                last_time = time.perf_counter()  # saving is not training time
+                saving += time.perf_counter() - saved
     finally:
         bar.close()  # first, so that a one-line error starts its own line
     seconds = time.perf_counter() - began

@@ -207,7 +207,10 @@ class ActorCritic:
             dist = action_dist(self.actor(tf.stop_gradient(feat[:, :-1])), self.discrete)
             log_prob = dist.log_prob(tf.stop_gradient(actions))
             entropy = dist.entropy()
-            values = tf.cast(self.critic(tf.stop_gradient(feat[:, :-1]))[..., 0], tf.float32)
+            # The critic's one forward pass serves the baseline here and its own loss below.
+            with tf.GradientTape() as critic_tape:
+                values = tf.cast(self.critic(tf.stop_gradient(feat[:, :-1]))[..., 0], tf.float32)
+                critic_loss = tf.reduce_mean(0.5 * tf.square(values - tf.stop_gradient(returns)))
             advantage = tf.stop_gradient(returns - values)
             if c.normalize_advantages:  # the authors' code does this; the paper does not
                 mean, var = tf.nn.moments(advantage, [0, 1])
@@ -221,15 +224,10 @@ class ActorCritic:
                 objective = mix * returns + (1.0 - mix) * log_prob * advantage
             actor_loss = -tf.reduce_mean(objective + c.entropy * entropy)
         returns = tf.stop_gradient(returns)
-        feat = tf.stop_gradient(feat)
         states = {k: tf.stop_gradient(v) for k, v in states.items()}
         metrics = dict(self.reward.train(states, expert))
         metrics.update(self.actor_opt(actor_tape, actor_loss, "actor"))
-
-        with tf.GradientTape() as tape:
-            values = tf.cast(self.critic(feat[:, :-1])[..., 0], tf.float32)
-            critic_loss = tf.reduce_mean(0.5 * tf.square(values - returns))
-        metrics.update(self.critic_opt(tape, critic_loss, "critic"))
+        metrics.update(self.critic_opt(critic_tape, critic_loss, "critic"))
         metrics.update({
             "reward_mean": tf.reduce_mean(rewards), "reward_std": tf.math.reduce_std(rewards),
             "return_mean": tf.reduce_mean(returns), "value_mean": tf.reduce_mean(values),
