@@ -97,38 +97,6 @@ class ConvEncoder(keras.layers.Layer):
         return tf.reshape(x, tf.concat([lead, tf.shape(x)[-1:]], 0))
 
 
-def _subpixel_kernel(kernel: tf.Tensor) -> tf.Tensor:
-    """A stride-2 transposed-conv kernel (k, k, out, in), k in {5, 6} -> the (3, 3, in, 4 out)
-    kernel of the same map as a stride-1 conv followed by depth_to_space(2).
-
-    Output row 2m + p of the transposed conv is sum_q x[m - q] w[2q + p]: for each parity p a
-    full stride-1 correlation of x with the flipped sub-kernel w[p::2] (k = 5 is padded to 6).
-    """
-    k, out, inp = kernel.shape[0], kernel.shape[2], kernel.shape[3]
-    kernel = tf.pad(kernel, [[0, 6 - k], [0, 6 - k], [0, 0], [0, 0]])
-    kernel = tf.reshape(kernel, [3, 2, 3, 2, out, inp])[::-1, :, ::-1]  # (qy, py, qx, px, o, i)
-    kernel = tf.transpose(kernel, [0, 2, 5, 1, 3, 4])  # (qy, qx, in, py, px, out)
-    return tf.reshape(kernel, [3, 3, inp, 4 * out])
-
-
-@tf.custom_gradient
-def _transposed_conv_few_channels(x: tf.Tensor, kernel: tf.Tensor):
-    """tf.nn.conv2d_transpose(x, kernel, stride 2, 'VALID') for a kernel of 5 or 6, computed
-    as a sub-pixel conv (2-3x faster forward on oneDNN when `out` is 1-3 channels), with the
-    transposed conv's own gradients (the sub-pixel ones are slower): BENCHMARKS.md, issue 17."""
-    size = (x.shape[1] - 1) * 2 + kernel.shape[0]
-    y = tf.nn.conv2d(tf.pad(x, [[0, 0], [2, 2], [2, 2], [0, 0]]), _subpixel_kernel(kernel), 1,
-                     "VALID")
-    y = tf.nn.depth_to_space(y, 2)[:, :size, :size]
-
-    def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        dx = tf.nn.conv2d(dy, kernel, 2, "VALID")
-        dk = tf.compat.v1.nn.conv2d_backprop_filter(dy, tf.shape(kernel), x, [1, 2, 2, 1], "VALID")
-        return dx, dk
-
-    return y, grad
-
-
 class ConvDecoder(keras.layers.Layer):
     """Features (..., F) -> image means (..., H, W, C) (DreamerV2's `Decoder._cnn`).
 
@@ -155,23 +123,14 @@ class ConvDecoder(keras.layers.Layer):
                 padding="valid", name=f"conv{i}", dtype=self.dtype_policy)
             for i, k in enumerate(self.kernels)]
         track_layers(self, self.convs)  # [dreamerv2 helper edit] see track_layers
-        # The last layer as a sub-pixel conv on CPUs only (measured there); a GPU keeps cuDNN's
-        # transposed conv, and kernels other than 5 and 6 keep the plain layer.
-        self._subpixel = self.kernels[-1] in (5, 6) and not tf.config.list_physical_devices("GPU")
 
     def call(self, feat: tf.Tensor) -> tf.Tensor:
         x, lead = _flatten_batch(tf.cast(feat, self.compute_dtype), 1)
         x = tf.reshape(self.convin(x), [-1, 1, 1, 32 * self.depth])
         for i, conv in enumerate(self.convs):
+            x = conv(x)
             if i < len(self.convs) - 1:
-                x = self._act(conv(x))
-            elif self._subpixel:
-                if not conv.built:  # variables as the plain call would create them
-                    conv.build(x.shape)
-                kernel = tf.cast(conv.kernel, self.compute_dtype)
-                x = _transposed_conv_few_channels(x, kernel) + tf.cast(conv.bias, self.compute_dtype)
-            else:
-                x = conv(x)
+                x = self._act(x)
         return tf.reshape(x, tf.concat([lead, tf.shape(x)[1:]], 0))
 
 
