@@ -302,7 +302,8 @@ def train(config: Config, algo: str) -> tuple[pathlib.Path, str]:
     hyper = zoo_hyperparams(algo, cfg.env_id)
     env_id, steps = runnable_id(cfg.env_id), train_steps(config, algo)
     name = file_name(env_id)  # MinAtar/Breakout-v0 -> MinAtar-Breakout-v0, as the zoo saves it
-    source = "the project's" if hyperparams_file(algo, env_id).is_relative_to(PROJECT_ZOO) else "rl-zoo3's"
+    hyper_path = hyperparams_file(algo, env_id)  # the file `hyper` came from, for the log and provenance
+    source = "the project's" if hyper_path.is_relative_to(PROJECT_ZOO) else "rl-zoo3's"
     root = pathlib.Path(cfg.cache).expanduser() / "trained" / f"{steps}steps_seed{seed}"
     final = root / algo / f"{name}_1"
     if (final / f"{name}.zip").is_file():
@@ -387,7 +388,7 @@ def train(config: Config, algo: str) -> tuple[pathlib.Path, str]:
     # provenance beside the zoo files: this session's training time (a resumed run: its last part)
     atomic_write_text(staging / "training.json", json.dumps(
         {"steps": int(model.num_timesteps), "seconds": round(time.time() - begin),
-         "hyperparameters": _shown(hyperparams_file(algo, env_id))}) + "\n")
+         "hyperparameters": _shown(hyper_path)}) + "\n")
     os.replace(staging, final)  # the run folder appears complete or not at all
     shutil.rmtree(work, ignore_errors=True)
     print(f"expert.source train: {remaining:,} steps in {time.time() - begin:.0f} s; saved {final}",
