@@ -62,8 +62,7 @@ def measure_run(run: pathlib.Path, starts: int) -> dict[str, Any]:
     config = load_run_config(run)
     row = margin_row(str(config.ditto.reward_latent), str(config.ditto.reward_form))
     margins = report(run, None, starts)
-    return {"run": run, **ditto[0], "row": row, "margin": margins.margins[row],
-            "expert_reward": margins.rewards[row]["expert"]}
+    return {"run": run, **ditto[0], "row": row, "margin": margins.margins[row]}
 
 
 def verdict(ditto: dict[str, Any], bc: dict[str, Any] | None) -> str:

@@ -264,9 +264,8 @@ def _shown(path: pathlib.Path) -> str:
     return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
-def zoo_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
-    """The zoo-format hyperparameters for `algo` on `env_id` (`hyperparams_file`; Atari ids share
-    rl-zoo3's `atari` block)."""
+def _hyperparams_and_file(algo: str, env_id: str) -> tuple[dict[str, Any], pathlib.Path]:
+    """`zoo_hyperparams` and the file they were read from (`hyperparams_file`)."""
     if algo not in algorithms():
         raise UserError(f"expert.algo {algo!r}: not an rl-zoo3 algorithm; choose from {', '.join(algorithms())}")
     train_id = runnable_id(env_id)
@@ -275,16 +274,25 @@ def zoo_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
     atari = "AtariEnv" in str(gym.spec(train_id).entry_point)
     for key in (train_id, env_id, "atari" if atari else None):
         if key in blocks:
-            return dict(blocks[key])
+            return dict(blocks[key]), path
     raise UserError(f"expert.env_id {env_id!r}: rl-zoo3 has no {algo} hyperparameters for it "
                     "(source train needs them)")
 
 
-def train_steps(config: Config, algo: str | None = None) -> int:
-    """The step budget of `expert.source train`: `expert.train_steps`, or the zoo's n_timesteps."""
+def zoo_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
+    """The zoo-format hyperparameters for `algo` on `env_id` (`hyperparams_file`; Atari ids share
+    rl-zoo3's `atari` block)."""
+    return _hyperparams_and_file(algo, env_id)[0]
+
+
+def train_steps(config: Config, algo: str | None = None, hyper: dict[str, Any] | None = None) -> int:
+    """The step budget of `expert.source train`: `expert.train_steps`, or the zoo's n_timesteps
+    (from `hyper` when the caller has read them already)."""
     steps = int(config.expert.train_steps)
-    return steps if steps > 0 else int(zoo_hyperparams(algo or config.expert.algo,
-                                                      config.expert.env_id)["n_timesteps"])
+    if steps > 0:
+        return steps
+    hyper = hyper or zoo_hyperparams(algo or config.expert.algo, config.expert.env_id)
+    return int(hyper["n_timesteps"])
 
 
 def train(config: Config, algo: str) -> tuple[pathlib.Path, str]:
@@ -299,10 +307,9 @@ def train(config: Config, algo: str) -> tuple[pathlib.Path, str]:
     from tqdm import tqdm
 
     cfg, seed = config.expert, int(config.seed)
-    hyper = zoo_hyperparams(algo, cfg.env_id)
-    env_id, steps = runnable_id(cfg.env_id), train_steps(config, algo)
+    hyper, hyper_path = _hyperparams_and_file(algo, cfg.env_id)  # the file: for the log and provenance
+    env_id, steps = runnable_id(cfg.env_id), train_steps(config, algo, hyper)
     name = file_name(env_id)  # MinAtar/Breakout-v0 -> MinAtar-Breakout-v0, as the zoo saves it
-    hyper_path = hyperparams_file(algo, env_id)  # the file `hyper` came from, for the log and provenance
     source = "the project's" if hyper_path.is_relative_to(PROJECT_ZOO) else "rl-zoo3's"
     root = pathlib.Path(cfg.cache).expanduser() / "trained" / f"{steps}steps_seed{seed}"
     final = root / algo / f"{name}_1"
