@@ -343,9 +343,12 @@ def report(logdirs: Sequence[str | pathlib.Path], out: str | pathlib.Path | None
         raise UserError("no run directory given")
     out = resolve_path(out) if out else default_out(logdirs)
     results = evaluate(find_runs(logdirs, agents), protocol, progress)
-    rows = plots.aggregate(results)
+    rows, kept = plots.keep_other_agents(plots.aggregate(results), out, agents)
     files = plots.write_tables(rows, out) + plots.write_plots(results, rows, out)
     echo(plots.markdown_table(rows))
+    if kept:
+        echo(f"kept the earlier rows of {', '.join(plots.LABELS[a] for a in kept)} "
+             f"from {out / 'results.csv'} (not evaluated now: --agents)")
     echo(f"SE: standard error of the per-checkpoint means (see ditto_tf/evaluation.py)")
     echo("wrote " + ", ".join(str(f) for f in files))
     return {"rows": rows, "results": results, "files": files}

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ditto_tf import published
+from ditto_tf.errors import UserError
 from ditto_tf.files import atomic_path, atomic_write_text
 from ditto_tf.runs import AGENTS, OFFLINE_KEYS, Run, offline_curves
 from ditto_tf.scores import summarize
@@ -120,6 +121,36 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
         writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v)
                          for k, v in row.items()})
     return buffer.getvalue()
+
+
+def _cell(column: str, text: str) -> Any:
+    """A results.csv cell back in the type `aggregate` gives it."""
+    if column in ("env", "agent", "logdirs") or (column == "horizon" and text == ""):
+        return text
+    if text == "":
+        return math.nan
+    return int(text) if column in ("n_expert", "horizon", "seeds", "checkpoints", "episodes") \
+        else float(text)
+
+
+def keep_other_agents(rows: Sequence[dict[str, Any]], out: pathlib.Path,
+                      agents: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The new `rows` plus the rows of `out/results.csv` for agents not evaluated now, so that
+    `evaluate.py --agents X` updates X's rows instead of dropping the others'; returns them and
+    the agents whose rows were kept."""
+    path = out / "results.csv"
+    if not path.exists():
+        return list(rows), []
+    with path.open(newline="") as f:
+        try:
+            old = [{c: _cell(c, r[c]) for c in COLUMNS} for r in csv.DictReader(f)
+                   if r.get("agent") in AGENTS and r["agent"] not in agents]
+        except (KeyError, ValueError) as error:
+            raise UserError(f"{path}: not a results table of this version ({error}); "
+                            "give another --out or remove it") from None
+    merged = sorted([*rows, *old], key=lambda r: _sort_key(
+        (r["env"], r["agent"], r["n_expert"], r["horizon"] or None)))
+    return merged, sorted({r["agent"] for r in old}, key=AGENTS.index)
 
 
 def write_tables(rows: Sequence[dict[str, Any]], out: pathlib.Path) -> list[pathlib.Path]:

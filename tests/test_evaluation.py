@@ -168,6 +168,22 @@ def test_rerun_reads_the_caches(trained_run, reported):
     assert all(len(p.todo) == 2 for p in bigger)
 
 
+def test_one_agent_updates_its_rows_and_keeps_the_others(trained_run, reported, tmp_path):
+    out = tmp_path / "results"
+    shutil.copytree(trained_run / "results", out)
+    lines = []
+    again = report([trained_run], out, PROTOCOL, agents=["dbc"], progress=False, echo=lines.append)
+    with open(out / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["agent"] for r in table] == list(AGENTS)
+    for written, row in zip(table, reported["rows"]):
+        assert float(written["return_mean"]) == pytest.approx(row["return_mean"])
+        assert written["logdirs"] == row["logdirs"]
+    assert [r["agent"] for r in again["rows"]] == list(AGENTS)
+    assert any("kept the earlier rows of DITTO, D-GAIL, BC" in line for line in lines)
+    assert len((out / "results.md").read_text().strip().splitlines()) == 2 + len(AGENTS)
+
+
 def _copy_agent(run: pathlib.Path, dest: pathlib.Path, agent: str) -> pathlib.Path:
     dest.mkdir(parents=True)
     shutil.copy(RunDir(run).config_path, RunDir(dest).config_path)
