@@ -2,7 +2,9 @@
 # DITTO's knobs on one world model: a shared stage (collect + world model), then one DITTO run
 # per row over its data and world model, each evaluated by the protocol (sampled actions, the
 # last K checkpoints x E rollouts). Resumable: finished phases and evaluated checkpoints are
-# skipped on a re-run.
+# skipped on a re-run. Every row starts from OUT/shared/config.yaml, written by the first
+# invocation on OUT: reusing OUT with other shared flags keeps that first invocation's value of
+# every key the new flags leave unset, so pass such keys explicitly in the row.
 #
 #   flock /tmp/ditto_heavy.lock bash benchmarks/ditto_knobs.sh OUT "BLOCKS" "SHARED FLAGS" \
 #       "row1: --flag v ..." "row2: ..."

@@ -75,6 +75,23 @@ def verdict(ditto: dict[str, Any], bc: dict[str, Any] | None) -> str:
     return "fails"
 
 
+def baselines(paths: list[pathlib.Path]) -> dict[tuple[str, int], dict[str, Any]]:
+    """BC's row per (env, N_E). Two tables with a BC row for the same key are an error: pixel
+    and vector runs of one env share the env id, and each must meet its own BC."""
+    found: dict[tuple[str, int], tuple[pathlib.Path, dict[str, Any]]] = {}
+    for path in paths:
+        for r in read_rows(path):
+            if r["agent"] != "bc":
+                continue
+            key = (r["env"], r["n_expert"])
+            if key in found and found[key][0] != path:
+                raise UserError(f"--baselines {found[key][0]} and {path}: both hold BC for "
+                                f"{key[0]} at N_E {key[1]}; compare pixel and vector runs of one "
+                                "env in separate invocations")
+            found[key] = (path, r)
+    return {key: r for key, (_, r) in found.items()}
+
+
 @command()
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -83,8 +100,7 @@ def main() -> int:
                         help="results.csv files with the BC rows to compare against")
     parser.add_argument("--starts", type=int, default=256, help="held-out expert start states")
     args = parser.parse_args()
-    bc = {(r["env"], r["n_expert"]): r for path in args.baselines for r in read_rows(path)
-          if r["agent"] == "bc"}
+    bc = baselines(args.baselines)
     rows = sorted((measure_run(run, args.starts) for run in args.runs), key=lambda r: r["margin"])
     print("| run | env | N_E | reward | H | margin | DITTO return | expert-normalised | BC return "
           "| DITTO vs BC |")
