@@ -10,6 +10,10 @@
 #   e.g. bash benchmarks/minatar_benchmark.sh runs/minatar breakout freeway space_invaders
 #        bash benchmarks/minatar_benchmark.sh /tmp/mb breakout -- --world_model.steps 1000   # smaller
 #        MINATAR_EXPERTS=4 MINATAR_SEEDS=0 bash benchmarks/minatar_benchmark.sh /tmp/mb freeway    # a slice
+#        MINATAR_BLOCKS="minatar vector" bash benchmarks/minatar_benchmark.sh /tmp/mg breakout -- \
+#            --world_model.steps 10000 --agent.normalize_advantages true --agent.actor_grad both
+#   The last is the grid as the world model's input with the settings that measured best on
+#   Breakout (BENCHMARKS.md, "MinAtar", "On the grid"); MINATAR_BLOCKS defaults to "minatar small".
 #
 # Tables afterwards: python evaluate.py OUT/minatar_<game>/*-s* --out OUT/results
 set -euo pipefail
@@ -20,13 +24,14 @@ EXTRA=("$@")  # flags for every train.py call
 [ ${#GAMES[@]} -gt 0 ] || GAMES=(breakout freeway space_invaders)
 cd "$(dirname "$0")/.."
 LOCK=${DITTO_HEAVY_LOCK:-/tmp/ditto_heavy.lock}
+read -ra BLOCKS <<< "${MINATAR_BLOCKS:-minatar small}"
 read -ra AGENTS <<< "${MINATAR_AGENTS:-ditto dgail dbc bc}"
 read -ra EXPERTS <<< "${MINATAR_EXPERTS:-1 4 16}"
 read -ra SEEDS <<< "${MINATAR_SEEDS:-0 1 2}"
 RUNS=$(( ${#AGENTS[@]} * ${#EXPERTS[@]} * ${#SEEDS[@]} ))
 for game in "${GAMES[@]}"; do
   env=minatar_${game//_/}
-  sweep=(python -m ditto_tf.sweep --envs "$env" --configs minatar small --out "$OUT"
+  sweep=(python -m ditto_tf.sweep --envs "$env" --configs "${BLOCKS[@]}" --out "$OUT"
          --agents "${AGENTS[@]}" --experts "${EXPERTS[@]}" --seeds "${SEEDS[@]}")
   t0=$(date +%s)
   flock "$LOCK" "${sweep[@]}" --stage shared -- "${EXTRA[@]}"
