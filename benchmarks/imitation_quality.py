@@ -54,7 +54,7 @@ SETTINGS: dict[str, tuple[str, list[str], list[str]]] = {
     # epsilon 0.25, as 0.5 at repeat 2 ends most episodes before one 32-step training window.
     # 10k world-model updates and vector CartPole's knobs (BENCHMARKS.md, "Pixel CartPole: 10k
     # world-model updates"): DITTO 0.74 expert-normalised over 3 seeds at N_E 4, where 3000
-    # updates and the paper's agent settings gave 0.05. About 55 min of world model here.
+    # updates and the paper's agent settings gave 0.05. About 52 min of data + world model here.
     "cartpole": ("cartpole", ["small"], COMMON + BUDGET + [
         "--env.action_repeat", "2", "--data.wm_epsilon", "0.25", "--data.wm_episodes", "60",
         "--world_model.steps", "10000", "--ditto.reward_latent", "deter", "--agent.horizon", "50",
