@@ -49,6 +49,11 @@ COMMON = ["--world_model.train_on_expert", "false", "--data.wm_policy", "epsilon
           "--checkpoint_every", "30", "--eval.checkpoints", "10", "--eval.episodes", "10",
           "--eval.envs", "10"]
 BUDGET = ["--agent.steps", "1000", "--dbc.steps", "1000", "--bc.steps", "1000"]
+# DITTO's knobs measured on vector CartPole (BENCHMARKS.md, "Vector CartPole: DITTO's knobs"):
+# eq. 8 on h, horizon 50, gamma 0.99, entropy 0.01, the paper's 512 start states (B_ac; COMMON's
+# 256 halves the cost but left vector DITTO at 71% of the expert over 3 seeds).
+CARTPOLE_KNOBS = ["--ditto.reward_latent", "deter", "--agent.horizon", "50", "--agent.gamma", "0.99",
+                  "--agent.entropy", "0.01", "--agent.batch", "512"]
 SETTINGS: dict[str, tuple[str, list[str], list[str]]] = {
     # CartPole: action repeat 2 (the expert still scores 500) so that one action moves the image;
     # epsilon 0.25, as 0.5 at repeat 2 ends most episodes before one 32-step training window.
@@ -57,20 +62,15 @@ SETTINGS: dict[str, tuple[str, list[str], list[str]]] = {
     # updates and the paper's agent settings gave 0.05. About 52 min of data + world model here.
     "cartpole": ("cartpole", ["small"], COMMON + BUDGET + [
         "--env.action_repeat", "2", "--data.wm_epsilon", "0.25", "--data.wm_episodes", "60",
-        "--world_model.steps", "10000", "--ditto.reward_latent", "deter", "--agent.horizon", "50",
-        "--agent.gamma", "0.99", "--agent.entropy", "0.01", "--agent.batch", "512"]),
+        "--world_model.steps", "10000", *CARTPOLE_KNOBS]),
     "lunarlander": ("lunarlander", ["small"], COMMON + [
         "--data.wm_epsilon", "0.5", "--data.wm_episodes", "100", "--world_model.steps", "2000",
         "--agent.steps", "300", "--dbc.steps", "300", "--bc.steps", "300"]),
-    # State vectors (the `vector` block: MLP encoder and decoder, no images rendered).
-    # DITTO's knobs measured on vector CartPole (BENCHMARKS.md, "Vector CartPole: DITTO's knobs"):
-    # eq. 8 on h, horizon 50, gamma 0.99, entropy 0.01, the paper's 512 start states (B_ac;
-    # COMMON's 256 halves the cost but left DITTO at 71% of the expert over 3 seeds) and 10k
-    # world-model updates (2k left DITTO at 79%; 10k doubles the margin and DITTO scores 500).
+    # State vectors (the `vector` block: MLP encoder and decoder, no images rendered). The knobs
+    # and 10k world-model updates (2k left DITTO at 79%; 10k doubles the margin and DITTO scores 500).
     "cartpole_vector": ("cartpole", ["vector"], COMMON + BUDGET + [
         "--data.wm_epsilon", "0.25", "--data.wm_episodes", "60", "--world_model.steps", "10000",
-        "--ditto.reward_latent", "deter", "--agent.horizon", "50", "--agent.gamma", "0.99",
-        "--agent.entropy", "0.01", "--agent.batch", "512"]),
+        *CARTPOLE_KNOBS]),
     "lunarlander_vector": ("lunarlander", ["vector"], COMMON + BUDGET + [
         "--data.wm_epsilon", "0.25", "--data.wm_episodes", "60", "--world_model.steps", "2000"]),
     "bipedalwalker_vector": ("bipedalwalker", ["vector"], COMMON + BUDGET + [
