@@ -233,3 +233,10 @@ def vector_nll(mean: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
     on standardised targets so every state dimension weighs alike."""
     diff = tf.cast(target, tf.float32) - tf.cast(mean, tf.float32)
     return tf.reduce_sum(0.5 * tf.square(diff) + 0.5 * math.log(2 * math.pi), -1)
+
+
+def vector_binary_nll(logits: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    """-log Bernoulli(target; sigmoid(logits)) summed over the last axis: the `binary` vector head
+    (DreamerV2's 'binary' dist, as its discount head), for targets in [0, 1]."""
+    return tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.cast(target, tf.float32), logits=tf.cast(logits, tf.float32)), -1)

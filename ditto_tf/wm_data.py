@@ -61,12 +61,14 @@ def model_shapes(config: Config, run: RunDir) -> dict[str, tuple[int, ...]] | No
     return {k: tuple(int(s) for s in v) for k, v in shapes.items()} if shapes else None
 
 
-def vector_statistics(dirs: Sequence[pathlib.Path], keys: Sequence[str],
-                      skip_corrupt: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def vector_statistics(dirs: Sequence[pathlib.Path], keys: Sequence[str], skip_corrupt: bool = False,
+                      binary: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{key: (mean, std)} per dimension over every step of every episode in `dirs`.
 
     Reads only the `keys` members (small: a CartPole state is 4 floats a step). A non-finite
-    value is a one-line error naming the file.
+    value is a one-line error naming the file. `binary` (`world_model.decoder.mlp_dist: binary`):
+    every value must lie in [0, 1], and the statistics are the identity (mean 0, std 1), so the
+    vectors are read as they are.
     """
     sums = {k: 0.0 for k in keys}
     squares = {k: 0.0 for k in keys}
@@ -81,11 +83,17 @@ def vector_statistics(dirs: Sequence[pathlib.Path], keys: Sequence[str],
                     value = npz[key].astype(np.float64)
                     if not np.all(np.isfinite(value)):
                         raise UserError(f"{path}: key {key!r} holds NaN or inf")
+                    if binary and (value.min() < 0.0 or value.max() > 1.0):
+                        raise UserError(f"{path}: key {key!r} holds values in [{value.min():g}, "
+                                        f"{value.max():g}], but world_model.decoder.mlp_dist "
+                                        "binary needs them in [0, 1]; use mse")
                     sums[key] = sums[key] + value.sum(0)
                     squares[key] = squares[key] + np.square(value).sum(0)
                 count += len(value)
     if not count:
         raise UserError(f"{dirs[0]}: no episodes; run `--phase collect` first")
+    if binary:
+        return {k: (np.zeros_like(sums[k], np.float32), np.ones_like(sums[k], np.float32)) for k in keys}
     out = {}
     for key in keys:
         mean = sums[key] / count

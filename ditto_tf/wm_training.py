@@ -165,7 +165,8 @@ def run(config: Config, run: RunDir) -> int:
     with within(dirs[0]):
         model = WorldModel(config, action_size, shapes)
     if model.keys.mlp:  # statistics of the training data; a resumed run restores the saved ones
-        model.set_statistics(vector_statistics(dirs, model.keys.mlp, config.data.skip_corrupt))
+        model.set_statistics(vector_statistics(dirs, model.keys.mlp, config.data.skip_corrupt,
+                                               binary=model.binary_vectors))
     trainer = WorldModelTrainer(model, config)
     checkpointer = Checkpointer(run.wm_checkpoints, config.keep_checkpoints,
                                 model=model, optimizer=trainer.optimizer)

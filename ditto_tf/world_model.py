@@ -28,6 +28,8 @@ from ditto_tf.rssm import RSSM, PolicyFn, State
 __all__ = ["RSSM", "State", "PolicyFn", "WorldModel", "WorldModelTrainer", "image_shape",
            "precision_policy", "video_strip"]
 
+VECTOR_DISTS = ("mse", "binary")  # world_model.decoder.mlp_dist
+
 
 def precision_policy(config: Config) -> str:
     """The Keras dtype policy for `config.precision` (auto: mixed_float16 on GPU, else float32)."""
@@ -92,6 +94,11 @@ class WorldModel(keras.Model):
         if self.keys.decoder_cnn:
             self.decoder = nets.ConvDecoder(self.image_shape, dec.depth, dec.kernels, dec.act,
                                             name="decoder", dtype=policy)
+        if dec.mlp_dist not in VECTOR_DISTS:
+            raise UserError(f"world_model.decoder.mlp_dist: {dec.mlp_dist!r} is not one of "
+                            f"{', '.join(VECTOR_DISTS)}")
+        # binary: 0/1 vectors read as is and reconstructed by a Bernoulli per dimension.
+        self.binary_vectors = dec.mlp_dist == "binary"
         if self.keys.decoder_mlp:
             size = sum(self.shapes[k][0] for k in self.keys.decoder_mlp)
             self.mlp_decoder = nets.MLP(size, dec.mlp_layers, dec.mlp_units, dec.act,
@@ -148,7 +155,7 @@ class WorldModel(keras.Model):
     def model_loss(self, data: Mapping[str, tf.Tensor],
              state: Mapping[str, tf.Tensor] | None = None) -> tuple[tf.Tensor, dict, dict]:
         """Paper eq. 11-12 on preprocessed batch-major data: image NLL (and/or the vector NLL on
-        standardised vectors) + beta * KL balancing.
+        standardised vectors, or the Bernoulli NLL of `binary` ones) + beta * KL balancing.
 
         Returns (loss float32 scalar, outputs {embed, feat, post, prior, kl}, metrics).
         """
@@ -163,7 +170,8 @@ class WorldModel(keras.Model):
             loss = wm.image_weight * losses["image"]
         if self.mlp_decoder is not None:
             target = tf.concat([data[k] for k in self.keys.decoder_mlp], -1)
-            losses["vector"] = tf.reduce_mean(nets.vector_nll(self.mlp_decoder(feat), target))
+            nll = nets.vector_binary_nll if self.binary_vectors else nets.vector_nll
+            losses["vector"] = tf.reduce_mean(nll(self.mlp_decoder(feat), target))
             loss += wm.vector_weight * losses["vector"]
         losses["kl"] = kl_loss
         loss += wm.kl_scale * kl_loss
@@ -208,10 +216,14 @@ class WorldModel(keras.Model):
 
     @tf.function
     def open_loop_vector(self, data: Mapping[str, tf.Tensor], context: int) -> tf.Tensor:
-        """Mean squared error of the open-loop vector predictions (standardised units)."""
+        """Mean squared error of the open-loop vector predictions (standardised units; for
+        `binary` vectors, of the predicted probabilities against the 0/1 values)."""
         _, openl = self._open_loop_feats(data, context)
         target = tf.concat([data[k][:, context:] for k in self.keys.decoder_mlp], -1)
-        return tf.reduce_mean(tf.square(self.mlp_decoder(openl) - tf.cast(target, tf.float32)))
+        pred = tf.cast(self.mlp_decoder(openl), tf.float32)
+        if self.binary_vectors:
+            pred = tf.nn.sigmoid(pred)
+        return tf.reduce_mean(tf.square(pred - tf.cast(target, tf.float32)))
 
 
 def video_strip(truth: tf.Tensor, model: tf.Tensor) -> tf.Tensor:

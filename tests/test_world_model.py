@@ -282,3 +282,44 @@ def test_keys_select_by_regex_and_rank(vector_config: Config) -> None:
     assert select(both, shapes).encoder_mlp == ["vector"] and select(both, shapes).decoder_mlp == []
     with pytest.raises(UserError, match=r"world_model.encoder.cnn_keys: '\[' is not a regular"):
         select(load_config(["debug"], ["--world_model.encoder.cnn_keys", "["]), shapes)
+
+
+def test_binary_vector_head_on_the_minatar_grid(vector_dir: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """`decoder.mlp_dist: binary` on real MinAtar Breakout grids: the grid is read as is (identity
+    statistics), the loss is the Bernoulli NLL computed by hand and falls; a vector outside
+    [0, 1] (CartPole's state) and an unknown dist are one-line errors naming the file or key."""
+    from ditto_tf.wm_data import vector_statistics
+
+    keras.utils.set_random_seed(0)
+    flags = ["--world_model.decoder.mlp_dist", "binary", "--precision", "float32"]
+    config = load_config(["minatar", "minatar_breakout", "vector", "debug"], flags)
+    write_cartpole_episodes(config, tmp_path, count=4, seed=3)  # any config's env: here MinAtar
+    episodes = load_episodes(tmp_path)
+    size = episodes[0]["vector"].shape[1]
+    assert size == 400 and set(np.unique(episodes[0]["vector"])) == {0.0, 1.0}
+    model = WorldModel(config, action_size=6, shapes={"vector": (size,)})
+    stats = vector_statistics([tmp_path], ["vector"], binary=True)
+    np.testing.assert_array_equal(stats["vector"][0], np.zeros(size))
+    np.testing.assert_array_equal(stats["vector"][1], np.ones(size))
+    model.set_statistics(stats)
+
+    keys = ("vector", "action", "is_first")
+    batch = {k: np.stack([e[k][:6] for e in episodes]) for k in keys}  # random play: short episodes
+    batch["is_first"][:, 0] = True
+    data = model.preprocess(batch)
+    np.testing.assert_array_equal(data["vector"].numpy(), batch["vector"])
+    _, outs, metrics = model.model_loss(data)
+    logits = model.mlp_decoder(outs["feat"]).numpy().astype(np.float64)
+    target = batch["vector"]
+    hand = (np.logaddexp(0.0, logits) - target * logits).sum(-1).mean()  # -log Bernoulli
+    assert float(metrics["vector_loss"]) == pytest.approx(hand, rel=1e-4)
+    trainer = WorldModelTrainer(model, config)
+    losses = [float(trainer.train(batch)["vector_loss"]) for _ in range(80)]
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses[::8]
+
+    with pytest.raises(UserError, match=r"vector_cartpole\d*/.*\.npz: key 'vector' holds values in "
+                                         r"\[.*\], but world_model.decoder.mlp_dist binary needs"):
+        vector_statistics([vector_dir], ["vector"], binary=True)
+    with pytest.raises(UserError, match=r"^world_model.decoder.mlp_dist: 'bernoulli' is not one of mse, binary$"):
+        WorldModel(load_config(["minatar", "minatar_breakout", "vector", "debug"],
+                               ["--world_model.decoder.mlp_dist", "bernoulli"]), 6, {"vector": (size,)})
