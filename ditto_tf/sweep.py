@@ -115,15 +115,18 @@ class Sweep:
             raise UserError(f"command failed with exit code {code}: {shlex.join(command)}")
 
     def shared(self, env: str, max_experts: int) -> pathlib.Path:
-        """Collect max(N_E) expert episodes and train the env's world model, unless done."""
+        """Collect max(N_E) expert episodes and train the env's world model, unless done.
+
+        Collection always runs (quick when complete): a sweep resumed with a larger max(N_E)
+        tops up the expert's train episodes over the finished world model."""
         logdir = self.out / env / "shared"
         flags = ["--data.expert_train", str(max_experts)]
         steps = int(self.config(env, flags).world_model.steps)
+        self.execute(self.command(env, logdir, "collect", flags))
         if RunDir(logdir).latest_step(WORLD_MODEL) >= steps:
             print(f"# {logdir}: world model done ({steps} steps), skipped")
-            return logdir
-        for phase in ("collect", WORLD_MODEL):
-            self.execute(self.command(env, logdir, phase, flags))
+        else:
+            self.execute(self.command(env, logdir, WORLD_MODEL, flags))
         return logdir
 
     def run(self, item: SweepRun) -> pathlib.Path:

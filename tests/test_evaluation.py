@@ -27,6 +27,7 @@ from ditto_tf.envs import make_env
 from ditto_tf.evaluation import Protocol, plan, report
 from ditto_tf.driver import RandomActor, drive, quotas
 from ditto_tf.scores import Score, normalize, summarize
+from ditto_tf.data.episodes import list_episodes
 from ditto_tf.runs import AGENTS, find_runs
 from ditto_tf.rundir import RunDir
 
@@ -233,6 +234,21 @@ def test_sweep_plan_and_shards():
     assert all(abs(len(s) - len(runs) / 3) < 1 for s in shards)
     with pytest.raises(Exception, match="--shard"):
         sweep.shard(runs, "3/3")
+
+
+def test_resumed_sweep_tops_up_the_expert_episodes(trained_run, tmp_path, capsys):
+    """A finished shared stage resumed with a larger max(N_E): the world model is kept and the
+    expert's train episodes are collected up to the new N_E."""
+    shared = tmp_path / "sweep" / "cartpole" / "shared"
+    shutil.copytree(trained_run / "data", shared / "data")
+    shutil.copytree(trained_run / "world_model", shared / "world_model")
+    shutil.copy(trained_run / "config.yaml", shared / "config.yaml")
+    before = len(list_episodes(RunDir(shared).data / "expert" / "train"))
+    argv = ["--envs", "cartpole", "--configs", "debug", "--out", str(tmp_path / "sweep"), "--agents",
+            "dbc", "--experts", "1", str(before + 1), "--stage", "shared", "--", *_flags()]
+    assert sweep.main(argv) == 0
+    assert "world model done" in capsys.readouterr().out
+    assert len(list_episodes(RunDir(shared).data / "expert" / "train")) == before + 1
 
 
 def test_sweep_trains_runs_over_a_shared_world_model(trained_run, tmp_path, capsys):
