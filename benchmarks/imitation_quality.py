@@ -28,6 +28,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import sys
 import time
 from typing import Any, Sequence
@@ -38,8 +39,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ditto_tf.errors import UserError  # noqa: E402
 from ditto_tf.rundir import RunDir, resolve_path  # noqa: E402
-from ditto_tf.runs import AGENTS  # noqa: E402
-from ditto_tf.sweep import STEPS_KEY, Sweep, plan  # noqa: E402
+from ditto_tf.runs import AGENTS, HORIZON_AGENTS  # noqa: E402
+from ditto_tf.sweep import STEPS_KEY, Sweep, SweepRun, plan  # noqa: E402
 
 # Per env: the config blocks after the env's own, and flags for every train.py call of the
 # sweep. The world model learns from the wm episodes only (not the expert train episodes), so
@@ -140,16 +141,36 @@ def run_env(setting: str, args: argparse.Namespace, extra: Sequence[str]) -> lis
         timings.add(item.name, time.time() - begin, skipped=done)
     if args.dry_run:
         return []
+    grid = finished_runs(sweep, env, out / env, horizon, runs)
     begin = time.time()
-    result = report([out / env / item.name for item in runs], out / env / "results", Protocol(),
-                    args.agents)
+    result = report([out / env / item.name for item in grid], out / env / "results", Protocol(),
+                    sorted({item.agent for item in grid}, key=AGENTS.index))
     timings.add("evaluate", time.time() - begin, skipped=False)
     rows = result["rows"]
     for row in rows:
-        names = [i.name for i in runs if (i.agent, i.n_expert) == (row["agent"], row["n_expert"])]
+        names = [i.name for i in grid if (i.agent, i.n_expert) == (row["agent"], row["n_expert"])]
         row["train_seconds"] = sum(timings.get(n) for n in names) / max(len(names), 1)
     print_summary(name, rows, timings)
     return rows
+
+
+def finished_runs(sweep: Sweep, env: str, folder: pathlib.Path, horizon: int,
+                  runs: Sequence[SweepRun]) -> list[SweepRun]:
+    """This invocation's runs and every other finished run of the grid in `folder` (any agent,
+    N_E and seed at the setting's horizon), so that an invocation with fewer `--agents`,
+    `--experts` or `--seeds` still reports, and rewrites, the whole grid's table."""
+    found = {item.name: item for item in runs}
+    for path in sorted(folder.glob("*-ne*-s*")):
+        match = re.fullmatch(r"([a-z]+)-ne(\d+)(?:-h(\d+))?-s(\d+)", path.name)
+        if not match or match[1] not in STEPS_KEY or path.name in found:
+            continue
+        item = SweepRun(env, match[1], int(match[2]), int(match[3]) if match[3] else None, int(match[4]))
+        if item.name != path.name or item.horizon != (horizon if item.agent in HORIZON_AGENTS else None):
+            continue  # another horizon (a knob study), or a name this sweep does not write
+        steps = int(sweep.config(env, item.overrides())[STEPS_KEY[item.agent]])
+        if RunDir(path).latest_step(item.agent) >= steps:
+            found[item.name] = item
+    return sorted(found.values(), key=lambda i: (i.n_expert, i.seed, AGENTS.index(i.agent)))
 
 
 def at_least(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -161,7 +182,7 @@ def at_least(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def print_summary(setting: str, rows: Sequence[dict[str, Any]], timings: Timings) -> None:
     """The BENCHMARKS.md table for one env, and the target checks."""
     print(f"\n## {setting}: world model + data {timings.get('shared') / 60:.1f} min, "
-          f"evaluation {timings.get('evaluate') / 60:.1f} min (this invocation)")
+          f"evaluation {timings.get('evaluate') / 60:.1f} min (summed over invocations)")
     print("| agent | N_E | seeds | return (mean ± SE) | expert-normalised | held-out accuracy | L_d "
           "| train wall time per seed |")
     print("|---|---|---|---|---|---|---|---|")
