@@ -20,7 +20,10 @@ set -euo pipefail
 OUT=$(realpath -m "$1"); shift
 GAMES=(); while [ $# -gt 0 ] && [ "$1" != "--" ]; do GAMES+=("$1"); shift; done
 [ $# -gt 0 ] && shift
-EXTRA=("$@")  # flags for every train.py call
+# Flags for every train.py call. The world model learns from the world-model episodes only (as
+# in imitation_quality.py), not from the max(N_E) expert train episodes too: N_E must be all the
+# expert data an N_E run gets. A later `--world_model.train_on_expert true` overrides it.
+EXTRA=(--world_model.train_on_expert false "$@")
 [ ${#GAMES[@]} -gt 0 ] || GAMES=(breakout freeway space_invaders)
 cd "$(dirname "$0")/.."
 LOCK=${DITTO_HEAVY_LOCK:-/tmp/ditto_heavy.lock}
