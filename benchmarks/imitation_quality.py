@@ -28,7 +28,6 @@ import json
 import math
 import os
 import pathlib
-import re
 import sys
 import time
 from typing import Any, Sequence
@@ -38,9 +37,9 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ditto_tf.errors import UserError  # noqa: E402
-from ditto_tf.rundir import RunDir, resolve_path  # noqa: E402
+from ditto_tf.rundir import resolve_path  # noqa: E402
 from ditto_tf.runs import AGENTS, HORIZON_AGENTS  # noqa: E402
-from ditto_tf.sweep import STEPS_KEY, Sweep, SweepRun, plan  # noqa: E402
+from ditto_tf.sweep import Sweep, SweepRun, plan  # noqa: E402
 
 # Per env: the config blocks after the env's own, and flags for every train.py call of the
 # sweep. The world model learns from the wm episodes only (not the expert train episodes), so
@@ -134,8 +133,7 @@ def run_env(setting: str, args: argparse.Namespace, extra: Sequence[str]) -> lis
     timings.add("shared", time.time() - begin, skipped=time.time() - begin < 30)
     runs = plan([env], args.agents, args.experts, [horizon], seeds)
     for item in runs:
-        steps = int(sweep.config(env, item.overrides())[STEPS_KEY[item.agent]])
-        done = RunDir(out / env / item.name).latest_step(item.agent) >= steps
+        done = sweep.trained(item)
         begin = time.time()
         sweep.run(item)
         timings.add(item.name, time.time() - begin, skipped=done)
@@ -160,15 +158,13 @@ def finished_runs(sweep: Sweep, env: str, folder: pathlib.Path, horizon: int,
     N_E and seed at the setting's horizon), so that an invocation with fewer `--agents`,
     `--experts` or `--seeds` still reports, and rewrites, the whole grid's table."""
     found = {item.name: item for item in runs}
-    for path in sorted(folder.glob("*-ne*-s*")):
-        match = re.fullmatch(r"([a-z]+)-ne(\d+)(?:-h(\d+))?-s(\d+)", path.name)
-        if not match or match[1] not in STEPS_KEY or path.name in found:
+    for path in sorted(folder.iterdir()):
+        item = SweepRun.from_name(env, path.name)
+        if item is None or item.name in found:
             continue
-        item = SweepRun(env, match[1], int(match[2]), int(match[3]) if match[3] else None, int(match[4]))
-        if item.name != path.name or item.horizon != (horizon if item.agent in HORIZON_AGENTS else None):
-            continue  # another horizon (a knob study), or a name this sweep does not write
-        steps = int(sweep.config(env, item.overrides())[STEPS_KEY[item.agent]])
-        if RunDir(path).latest_step(item.agent) >= steps:
+        if item.horizon != (horizon if item.agent in HORIZON_AGENTS else None):
+            continue  # another horizon: a knob study, not the grid
+        if sweep.trained(item):
             found[item.name] = item
     return sorted(found.values(), key=lambda i: (i.n_expert, i.seed, AGENTS.index(i.agent)))
 

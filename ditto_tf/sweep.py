@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import os
 import pathlib
+import re
 import shlex
 import subprocess
 import sys
@@ -56,6 +57,15 @@ class SweepRun:
     def name(self) -> str:
         h = f"-h{self.horizon}" if self.horizon is not None else ""
         return f"{self.agent}-ne{self.n_expert}{h}-s{self.seed}"
+
+    @classmethod
+    def from_name(cls, env: str, name: str) -> SweepRun | None:
+        """The run a folder `name` of `env` holds (the inverse of `name`); None for any other name."""
+        match = re.fullmatch(r"([a-z]+)-ne(\d+)(?:-h(\d+))?-s(\d+)", name)
+        if not match or match[1] not in AGENTS:
+            return None
+        run = cls(env, match[1], int(match[2]), int(match[3]) if match[3] else None, int(match[4]))
+        return run if run.name == name else None
 
     def overrides(self) -> list[str]:
         flags = ["--agent.expert_episodes", str(self.n_expert), "--seed", str(self.seed)]
@@ -129,6 +139,11 @@ class Sweep:
             self.execute(self.command(env, logdir, WORLD_MODEL, flags))
         return logdir
 
+    def trained(self, item: SweepRun) -> bool:
+        """Whether the run's agent already reached its configured number of updates."""
+        steps = int(self.config(item.env, item.overrides())[STEPS_KEY[item.agent]])
+        return RunDir(self.out / item.env / item.name).latest_step(item.agent) >= steps
+
     def run(self, item: SweepRun) -> pathlib.Path:
         """Train one agent in its own logdir over the shared data and world model."""
         shared = self.out / item.env / "shared"
@@ -142,9 +157,8 @@ class Sweep:
             for link, target in ((run.data, source.data), (run.world_model, source.world_model)):
                 if not link.exists() and not link.is_symlink():
                     link.symlink_to(os.path.join("..", shared.name, target.name))
-        steps = int(self.config(item.env, item.overrides())[STEPS_KEY[item.agent]])
-        if RunDir(logdir).latest_step(item.agent) >= steps:
-            print(f"# {logdir}: {item.agent} done ({steps} steps), skipped")
+        if self.trained(item):
+            print(f"# {logdir}: {item.agent} done ({RunDir(logdir).latest_step(item.agent)} steps), skipped")
         else:
             self.execute(self.command(item.env, logdir, item.agent, item.overrides()))
         if self.evaluate:

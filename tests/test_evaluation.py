@@ -234,6 +234,10 @@ def test_sweep_plan_and_shards():
     assert all(abs(len(s) - len(runs) / 3) < 1 for s in shards)
     with pytest.raises(Exception, match="--shard"):
         sweep.shard(runs, "3/3")
+    # a run folder's name gives back its run; other folders (shared, results, a knob name) none
+    assert [sweep.SweepRun.from_name("cartpole", r.name) for r in runs] == runs
+    for other in ("shared", "results", "paper-ne4-s0", "ditto-ne4-h015-s0", "bc-ne4-s0x"):
+        assert sweep.SweepRun.from_name("cartpole", other) is None
 
 
 def test_resumed_sweep_tops_up_the_expert_episodes(trained_run, tmp_path, capsys):
