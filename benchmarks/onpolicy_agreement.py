@@ -7,7 +7,9 @@ expert drives (the agent's filter is told the expert's actions). At every step b
 (its most likely action) and the run's expert are asked what they would do; printed: the
 fraction of steps they agree and the mean episode length. The held-out `action_accuracy` of
 training is (b) on recorded frames; a policy that agrees in (b) but not in (a) has learned the
-expert's states only and drifts off them in the real env. Discrete actions only.
+expert's states only and drifts off them in the real env. Discrete actions only. Where the env
+has actions with the same effect (MinAtar's full action set: a game ignores the actions outside
+its minimal set), agreement is also counted by effect ("exact / by effect").
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ class Agreement:
 
         self.env, self.policy, self.driver = env, policy, driver
         self.expert = ExpertActor([env], expert)
-        self.agree: list[bool] = []
+        effects = getattr(env, "action_effects", None)
+        self.effects = effects() if effects else np.arange(env.act_space.n)
+        self.agree: list[tuple[bool, bool]] = []  # (same action, same effect) per step
 
     def reset(self, index: int, seed: int | None = None) -> None:
         """A new episode: both forget their state."""
@@ -50,16 +54,16 @@ class Agreement:
         """Both choose, the driver's action is taken."""
         mine = int(np.argmax(self.policy.act(obs)[0]))
         theirs = int(self.expert.act(obs)[0])
-        self.agree.append(mine == theirs)
+        self.agree.append((mine == theirs, self.effects[mine] == self.effects[theirs]))
         taken = mine if self.driver == "agent" else theirs
         self.policy.record_actions(self.env.action_vector(taken)[None])
         return [taken]
 
 
 def agreement(config: Config, logdir: pathlib.Path, agent: str, episodes: int,
-              seed: int = 10_000) -> dict[str, tuple[float, float]]:
-    """{driver ("agent" | "expert"): (agreement with the expert per step, mean episode length
-    in agent steps)}; env, expert and policy are built once for both drivers."""
+              seed: int = 10_000) -> dict[str, tuple[float, float, float]]:
+    """{driver ("agent" | "expert"): (agreement with the expert per step, the same by effect,
+    mean episode length in agent steps)}; env, expert and policy are built once for both."""
     from ditto_tf.agents.policy import load_policy
     from ditto_tf.driver import drive
     from ditto_tf.envs import make_env
@@ -74,7 +78,9 @@ def agreement(config: Config, logdir: pathlib.Path, agent: str, episodes: int,
     for driver in ("agent", "expert"):
         actor = Agreement(env, policy, expert, driver)
         played = drive([env], actor, [episodes], seeds=lambda _, episode: seed + episode)
-        out[driver] = (float(np.mean(actor.agree)), float(np.mean([e.length for e in played])))
+        same_action, same_effect = np.mean(actor.agree, axis=0)
+        out[driver] = (float(same_action), float(same_effect),
+                       float(np.mean([e.length for e in played])))
     env.close()
     return out
 
@@ -90,14 +96,15 @@ def main() -> None:
 
     config = load_run_config(args.logdir)  # one-line error when LOGDIR is not a run
     print(f"{args.logdir}: agreement with the expert (agent's most likely action), {args.episodes} episodes each")
-    print("| agent | agent drives: agreement | episode length | expert drives: agreement | episode length |")
+    print("| agent | agent drives: agreement (exact / by effect) | episode length "
+          "| expert drives: agreement (exact / by effect) | episode length |")
     print("|---|---|---|---|---|")
     for agent in args.agents:
         if not RunDir(args.logdir).checkpoints(agent).is_dir():
             continue
         result = agreement(config, args.logdir, agent, args.episodes)
-        own, exp = result["agent"], result["expert"]
-        print(f"| {agent} | {own[0]:.3f} | {own[1]:.1f} | {exp[0]:.3f} | {exp[1]:.1f} |")
+        cells = [f"{a:.3f} / {e:.3f} | {length:.1f}" for a, e, length in (result["agent"], result["expert"])]
+        print(f"| {agent} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

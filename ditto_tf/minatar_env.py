@@ -90,6 +90,15 @@ class MinAtar(Env):
         self._seed: int | None = int(seed)
         self._step = 0
 
+    def action_effects(self) -> np.ndarray:
+        """For each action, the first action with the same effect: a MinAtar game ignores every
+        action outside its minimal set (Breakout moves only on l and r), so those act as the
+        no-op, 0. Lets agreement with the expert be counted by effect, not by index."""
+        minimal = set(self.game.minimal_action_set())
+        if len(self._actions) == len(minimal):  # -v1: every action has its own effect
+            return np.arange(len(self._actions))
+        return np.array([a if a in minimal else 0 for a in self._actions])  # index 0 is the no-op
+
     def reset(self, seed: int | None = None) -> Obs:
         """Start an episode; `seed` (or, at the first reset, the constructor's) reseeds the game's
         generator, which drives both its spawns and the sticky actions."""

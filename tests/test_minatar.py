@@ -128,3 +128,27 @@ def test_shipped_experts_are_small_and_act_from_any_directory(run, tmp_path, mon
         action = expert.act(env)
         assert env.act_space.contains(action)
         env.step(action)
+
+
+@pytest.mark.parametrize("game", ["breakout", "freeway"])
+def test_action_effects_group_the_actions_a_game_ignores_with_the_noop(game):
+    """Stepped from the same seed, an action and its `action_effects` representative give the same
+    grids (sticky actions included); the minimal set of -v1 maps to itself."""
+    env = make_env(config(game), seed=5)
+    effects = env.action_effects()
+    assert len(set(effects.tolist())) == len(env.game.minimal_action_set()) < 6
+    rng = np.random.default_rng(1)
+    actions = rng.integers(6, size=200)
+    grids = []
+    for plan in (actions, effects[actions], np.zeros_like(actions)):
+        env.reset(seed=5)
+        grids.append([])
+        for action in plan:  # one episode, at most 200 steps
+            last = env.step(int(action))["is_last"]
+            grids[-1].append(env.native_obs.copy())
+            if last:
+                break
+    np.testing.assert_array_equal(np.array(grids[0]), np.array(grids[1]))
+    assert len(grids[0]) != len(grids[2]) or not np.array_equal(grids[0], grids[2])  # the moves the map keeps do matter
+    v1 = make_env(config(game, "--env.all_actions", "false"), seed=0)
+    np.testing.assert_array_equal(v1.action_effects(), np.arange(v1.act_space.n))
