@@ -7,7 +7,9 @@
 Protocol (paper section 4): the last K agent checkpoints x E true-env rollouts each, mean and
 standard error (of the per-checkpoint means); random-policy and expert scores measured the same
 way. Rollouts are cached per checkpoint under LOGDIR/eval/, so a re-run only plays what is new.
-Writes results.md, results.csv and the PNG figures (fig3_*, fig2_*, horizon_*) into --out.
+Writes results.md, results.csv, comparison.md (DITTO against each baseline: the difference in
+mean return and its verdict, a loss being more than one SE of the difference below) and the PNG
+figures (fig3_*, fig2_*, horizon_*) into --out.
 """
 
 from __future__ import annotations

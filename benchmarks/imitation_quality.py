@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ditto_tf.errors import UserError  # noqa: E402
+from ditto_tf.plots import comparisons  # noqa: E402
 from ditto_tf.rundir import resolve_path  # noqa: E402
 from ditto_tf.runs import AGENTS, HORIZON_AGENTS  # noqa: E402
 from ditto_tf.sweep import Sweep, SweepRun, plan  # noqa: E402
@@ -169,12 +170,6 @@ def finished_runs(sweep: Sweep, env: str, folder: pathlib.Path, horizon: int,
     return sorted(found.values(), key=lambda i: (i.n_expert, i.seed, AGENTS.index(i.agent)))
 
 
-def at_least(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """"A >= B": A's mean is not below B's by more than one SE of the difference."""
-    se = math.hypot(float(a["return_se"] or 0.0), float(b["return_se"] or 0.0))
-    return a["return_mean"] >= b["return_mean"] - se
-
-
 def print_summary(setting: str, rows: Sequence[dict[str, Any]], timings: Timings) -> None:
     """The BENCHMARKS.md table for one env, and the target checks."""
     print(f"\n## {setting}: world model + data {timings.get('shared') / 60:.1f} min, "
@@ -204,13 +199,8 @@ def print_summary(setting: str, rows: Sequence[dict[str, Any]], timings: Timings
             want = NORMALISED_TARGETS[(base, n)]
             print(f"target DITTO >= {want:.2f} expert-normalised at N_E={n}: {ditto['normalized']:.2f} "
                   f"({'met' if ditto['normalized'] >= want else 'NOT met'})")
-        verdicts = []
-        for agent in AGENTS:
-            if agent == "ditto" or (agent, n) not in by:
-                continue
-            other = by[(agent, n)]
-            tie = at_least(ditto, other) and at_least(other, ditto)
-            verdicts.append(f"{agent}: {'tie' if tie else 'win' if at_least(ditto, other) else 'LOSS'}")
+        verdicts = [f"{c['baseline']}: {c['verdict'].replace('loss', 'LOSS')}"
+                    for c in comparisons(rows) if c["n_expert"] == n]
         print(f"DITTO vs baselines at N_E={n} (>= within one SE of the difference): "
               + ", ".join(verdicts))
 

@@ -69,7 +69,7 @@ def verdict(ditto: dict[str, Any], bc: dict[str, Any] | None) -> str:
     """DITTO against BC by the benchmarks' rule (one SE of the difference)."""
     if bc is None:
         return "-"
-    from imitation_quality import at_least
+    from ditto_tf.plots import at_least
     if at_least(ditto, bc):
         return "tie" if at_least(bc, ditto) else "win"
     return "fails"

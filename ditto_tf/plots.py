@@ -16,7 +16,7 @@ import numpy as np
 from ditto_tf import published
 from ditto_tf.errors import UserError
 from ditto_tf.files import atomic_path, atomic_write_text
-from ditto_tf.runs import AGENTS, OFFLINE_KEYS, Run, offline_curves
+from ditto_tf.runs import AGENTS, HORIZON_AGENTS, OFFLINE_KEYS, Run, offline_curves
 from ditto_tf.scores import summarize
 
 if TYPE_CHECKING:
@@ -154,11 +154,73 @@ def keep_other_agents(rows: Sequence[dict[str, Any]], out: pathlib.Path,
 
 
 def write_tables(rows: Sequence[dict[str, Any]], out: pathlib.Path) -> list[pathlib.Path]:
-    """Write `results.md` and `results.csv` into `out`, atomically; returns their paths."""
+    """Write `results.md`, `results.csv` and (when there is a DITTO row to compare)
+    `comparison.md` into `out`, atomically; returns their paths."""
     paths = [out / "results.md", out / "results.csv"]
     atomic_write_text(paths[0], markdown_table(rows))
     atomic_write_text(paths[1], csv_text(rows))
+    table = comparison_table(rows)
+    if table:
+        paths.append(out / "comparison.md")
+        atomic_write_text(paths[-1], table)
+    else:  # a comparison left by an earlier evaluation into `out` would no longer match
+        (out / "comparison.md").unlink(missing_ok=True)
     return paths
+
+
+# ----------------------------------------------------------------------------- DITTO vs baselines
+
+COMPARISON_RULE = ("DITTO - baseline in mean return; a loss is more than one SE of the difference "
+                   "below (the two SEs in quadrature), a win more than one above, else a tie")
+
+
+def _return_se(row: dict[str, Any]) -> float:
+    se = row.get("return_se")
+    return 0.0 if se in (None, "") or math.isnan(float(se)) else float(se)
+
+
+def at_least(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """"A >= B", the benchmarks' rule: A's mean return is not below B's by more than one SE of
+    the difference."""
+    return a["return_mean"] >= b["return_mean"] - math.hypot(_return_se(a), _return_se(b))
+
+
+def comparisons(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """DITTO against every baseline row of the same env and N_E (D-GAIL: and the same H): the
+    difference in mean return, its SE and the verdict ("win", "tie" or "loss")."""
+    found = []
+    for ditto in (r for r in rows if r["agent"] == "ditto"):
+        for other in rows:
+            if other["agent"] == "ditto" or (other["env"], other["n_expert"]) != (
+                    ditto["env"], ditto["n_expert"]):
+                continue
+            if other["agent"] in HORIZON_AGENTS and other["horizon"] != ditto["horizon"]:
+                continue
+            above, below = at_least(ditto, other), at_least(other, ditto)
+            found.append({"env": ditto["env"], "n_expert": ditto["n_expert"],
+                          "horizon": ditto["horizon"], "baseline": other["agent"],
+                          "difference": ditto["return_mean"] - other["return_mean"],
+                          "se": math.hypot(_return_se(ditto), _return_se(other)),
+                          "verdict": "tie" if above and below else "win" if above else "loss"})
+    return found
+
+
+def comparison_table(rows: Sequence[dict[str, Any]]) -> str:
+    """`comparisons` as a markdown table, one line per (env, N_E, H); "" if there is none."""
+    cells: dict[tuple, dict[str, str]] = {}
+    for c in comparisons(rows):
+        se = f"{abs(c['difference']) / c['se']:.1f} SE" if c["se"] > 0 else "SE 0"
+        cells.setdefault((c["env"], c["n_expert"], c["horizon"]), {})[c["baseline"]] = \
+            f"{c['difference']:+.2f} ({se}): {c['verdict']}"
+    if not cells:
+        return ""
+    baselines = [a for a in AGENTS if a != "ditto"]
+    header = ["env", "N_E", "H", *(f"DITTO - {LABELS[a]}" for a in baselines)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (env, n_expert, horizon), found in cells.items():
+        lines.append("| " + " | ".join([env, str(n_expert), str(horizon) or "-",
+                                        *(found.get(a, "-") for a in baselines)]) + " |")
+    return "\n".join(lines) + f"\n\n{COMPARISON_RULE}.\n"
 
 
 # ----------------------------------------------------------------------------- figures

@@ -25,6 +25,7 @@ from ditto_tf import sweep
 from ditto_tf.config import load_config
 from ditto_tf.envs import make_env
 from ditto_tf.evaluation import Protocol, plan, report
+from ditto_tf.plots import at_least, comparison_table, comparisons
 from ditto_tf.driver import RandomActor, drive, quotas
 from ditto_tf.scores import Score, normalize, summarize
 from ditto_tf.data.episodes import list_episodes
@@ -70,6 +71,26 @@ def test_expert_normalisation():
     assert math.isnan(normalize(5.0, 3.0, 3.0))
     score = Score(mean=60.0, se=5.0, se_rollouts=1.0, checkpoints=10, episodes=200)
     assert score.normalized(10.0, 110.0) == (pytest.approx(0.5), pytest.approx(0.05))
+
+
+def test_comparison_rule_one_se_of_the_difference():
+    """DITTO vs a baseline: a loss only when more than one SE of the difference (SEs in
+    quadrature) below; D-GAIL is compared at DITTO's horizon only."""
+    def row(agent, mean, se, n=4, horizon=15):
+        return {"env": "e", "agent": agent, "n_expert": n, "return_mean": mean, "return_se": se,
+                "horizon": horizon if agent in ("ditto", "dgail") else ""}
+
+    rows = [row("ditto", 10.0, 3.0), row("dbc", 14.9, 4.0), row("bc", 15.1, 4.0),
+            row("dgail", 4.0, 0.0), row("dgail", 99.0, 0.0, horizon=5), row("bc", 0.0, 0.0, n=1)]
+    found = {c["baseline"]: c for c in comparisons(rows)}
+    assert len(comparisons(rows)) == 3  # not the H 5 D-GAIL, not N_E 1's BC
+    assert found["dbc"]["se"] == pytest.approx(5.0) and found["dbc"]["verdict"] == "tie"
+    assert found["bc"]["difference"] == pytest.approx(-5.1) and found["bc"]["verdict"] == "loss"
+    assert found["dgail"]["verdict"] == "win"
+    assert at_least(row("a", 1.0, 0.0), row("b", 1.0, 0.0))
+    table = comparison_table(rows).splitlines()
+    assert table[2] == "| e | 4 | 15 | +6.00 (2.0 SE): win | -4.90 (1.0 SE): tie | -5.10 (1.0 SE): loss |"
+    assert comparison_table([row("bc", 1.0, 0.0)]) == ""
 
 
 def test_quotas_split_episodes_over_envs_up_front():
@@ -150,6 +171,16 @@ def test_tables_and_plots_are_written(trained_run, reported):
         assert float(written["return_mean"]) == pytest.approx(row["return_mean"])
     names = {p.name for p in reported["files"] if p.suffix == ".png"}
     assert names == {"fig3_gym_CartPole-v1.png", "fig2_gym_CartPole-v1_ne2.png"}
+    # DITTO against each baseline, from the rows just written: one line for (env, N_E 2, H)
+    comparison = (out / "comparison.md").read_text().splitlines()
+    by = {r["agent"]: r for r in reported["rows"]}
+    for agent, cell in zip(["dgail", "dbc", "bc"], comparison[2].strip("| ").split(" | ")[3:]):
+        difference = by["ditto"]["return_mean"] - by[agent]["return_mean"]
+        assert cell.startswith(f"{difference:+.2f} ("), (agent, cell)
+        verdict = "win" if difference > math.hypot(by["ditto"]["return_se"], by[agent]["return_se"]) \
+            else "loss" if -difference > math.hypot(by["ditto"]["return_se"], by[agent]["return_se"]) else "tie"
+        assert cell.endswith(verdict), (agent, cell, verdict)
+    assert len(comparison) == 5 and comparison[4].startswith("DITTO - baseline")
     for name in names:
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
