@@ -187,6 +187,10 @@ def print_summary(setting: str, rows: Sequence[dict[str, Any]], timings: Timings
               f"({rows[0]['checkpoints']} checkpoints x {rows[0]['episodes'] // rows[0]['checkpoints']} rollouts)")
     base = setting.split("-chain")[0]
     by = {(r["agent"], r["n_expert"]): r for r in rows}
+    verdicts_by_n: dict[int, list[str]] = {}
+    for c in comparisons(rows):
+        verdicts_by_n.setdefault(c["n_expert"], []).append(
+            f"{c['baseline']}: {c['verdict'].replace('loss', 'LOSS')}")
     for n in sorted({r["n_expert"] for r in rows}):
         ditto = by.get(("ditto", n))
         if ditto is None:
@@ -199,10 +203,8 @@ def print_summary(setting: str, rows: Sequence[dict[str, Any]], timings: Timings
             want = NORMALISED_TARGETS[(base, n)]
             print(f"target DITTO >= {want:.2f} expert-normalised at N_E={n}: {ditto['normalized']:.2f} "
                   f"({'met' if ditto['normalized'] >= want else 'NOT met'})")
-        verdicts = [f"{c['baseline']}: {c['verdict'].replace('loss', 'LOSS')}"
-                    for c in comparisons(rows) if c["n_expert"] == n]
         print(f"DITTO vs baselines at N_E={n} (>= within one SE of the difference): "
-              + ", ".join(verdicts))
+              + ", ".join(verdicts_by_n.get(n, [])))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

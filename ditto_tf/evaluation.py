@@ -346,8 +346,9 @@ def report(logdirs: Sequence[str | pathlib.Path], out: str | pathlib.Path | None
     rows, kept = plots.keep_other_agents(plots.aggregate(results), out, agents)
     files = plots.write_tables(rows, out) + plots.write_plots(results, rows, out)
     echo(plots.markdown_table(rows))
-    if plots.comparison_table(rows):
-        echo(plots.comparison_table(rows))
+    comparison = plots.comparison_table(rows)
+    if comparison:
+        echo(comparison)
     if kept:
         echo(f"kept the earlier rows of {', '.join(plots.LABELS[a] for a in kept)} "
              f"from {out / 'results.csv'} (not evaluated now: --agents)")

@@ -176,9 +176,9 @@ def test_tables_and_plots_are_written(trained_run, reported):
     by = {r["agent"]: r for r in reported["rows"]}
     for agent, cell in zip(["dgail", "dbc", "bc"], comparison[2].strip("| ").split(" | ")[3:]):
         difference = by["ditto"]["return_mean"] - by[agent]["return_mean"]
+        se = math.hypot(by["ditto"]["return_se"], by[agent]["return_se"])
         assert cell.startswith(f"{difference:+.2f} ("), (agent, cell)
-        verdict = "win" if difference > math.hypot(by["ditto"]["return_se"], by[agent]["return_se"]) \
-            else "loss" if -difference > math.hypot(by["ditto"]["return_se"], by[agent]["return_se"]) else "tie"
+        verdict = "win" if difference > se else "loss" if -difference > se else "tie"
         assert cell.endswith(verdict), (agent, cell, verdict)
     assert len(comparison) == 5 and comparison[4].startswith("DITTO - baseline")
     for name in names:
