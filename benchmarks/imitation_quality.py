@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ditto_tf.errors import UserError  # noqa: E402
+from ditto_tf.files import atomic_write_text  # noqa: E402
 from ditto_tf.plots import comparisons  # noqa: E402
 from ditto_tf.rundir import resolve_path  # noqa: E402
 from ditto_tf.runs import AGENTS, HORIZON_AGENTS  # noqa: E402
@@ -95,21 +96,22 @@ def expert_flags(env: str, zoo: pathlib.Path) -> list[str]:
 
 
 class Timings:
-    """Wall seconds per stage in OUT/<env>/timings.json; a resumed stage adds its time."""
+    """Wall seconds per stage in OUT/<env>/timings.json; a resumed stage adds its time.
+    With `record` false (a dry run) nothing is written."""
 
-    def __init__(self, path: pathlib.Path):
-        self.path = path
+    def __init__(self, path: pathlib.Path, record: bool = True):
+        self.path, self.record = path, record
         try:
             self.data: dict[str, float] = json.loads(path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             self.data = {}
 
     def add(self, key: str, seconds: float, skipped: bool) -> None:
-        if skipped:  # an already finished stage keeps its recorded time
+        if skipped or not self.record:  # a finished stage keeps its recorded time
             return
         self.data[key] = self.data.get(key, 0.0) + seconds
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True) + "\n")
+        atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
 
     def get(self, key: str) -> float:
         return self.data.get(key, math.nan)
@@ -126,7 +128,7 @@ def run_env(setting: str, args: argparse.Namespace, extra: Sequence[str]) -> lis
     chain = ["--seed", str(args.chain)] if args.chain else []
     sweep = Sweep(out, blocks, [*flags, *expert_flags(setting, pathlib.Path(args.zoo)), *chain, *extra],
                   dry_run=args.dry_run)
-    timings = Timings(out / env / "timings.json")
+    timings = Timings(out / env / "timings.json", record=not args.dry_run)
     horizon = int(sweep.config(env).agent.horizon)
 
     begin = time.time()
