@@ -24,7 +24,6 @@ The per-env settings (counts, steps) are the `SETTINGS` flags below, on top of `
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import pathlib
@@ -37,10 +36,9 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ditto_tf.errors import UserError  # noqa: E402
-from ditto_tf.files import atomic_write_text  # noqa: E402
 from ditto_tf.plots import comparisons  # noqa: E402
 from ditto_tf.rundir import resolve_path  # noqa: E402
-from ditto_tf.runs import AGENTS, HORIZON_AGENTS  # noqa: E402
+from ditto_tf.runs import AGENTS, HORIZON_AGENTS, read_cache, write_json  # noqa: E402
 from ditto_tf.sweep import Sweep, SweepRun, plan  # noqa: E402
 
 # Per env: the config blocks after the env's own, and flags for every train.py call of the
@@ -101,17 +99,14 @@ class Timings:
 
     def __init__(self, path: pathlib.Path, record: bool = True):
         self.path, self.record = path, record
-        try:
-            self.data: dict[str, float] = json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            self.data = {}
+        self.data: dict[str, float] = read_cache(path) or {}
 
     def add(self, key: str, seconds: float, skipped: bool) -> None:
         if skipped or not self.record:  # a finished stage keeps its recorded time
             return
         self.data[key] = self.data.get(key, 0.0) + seconds
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
+        write_json(self.path, self.data)
 
     def get(self, key: str) -> float:
         return self.data.get(key, math.nan)
