@@ -105,8 +105,7 @@ class Timings:
         if skipped or not self.record:  # a finished stage keeps its recorded time
             return
         self.data[key] = self.data.get(key, 0.0) + seconds
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(self.path, self.data)
+        write_json(self.path, self.data)  # atomic; makes the folder
 
     def get(self, key: str) -> float:
         return self.data.get(key, math.nan)
